@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import functools
+import importlib.util
 import io
 import logging
+import subprocess
+import sys
 from collections.abc import Callable
 from typing import Literal
 
@@ -16,26 +20,48 @@ Device = Literal["hpu", "gpu", "cpu"]
 DEVICE_CHOICES = ("auto", "hpu", "gpu", "cpu")
 
 
+_HPU_PROBE = """
+import habana_frameworks.tensorflow as htf
+htf.load_habana_module()
+import tensorflow as tf
+print("HPU_COUNT", len(tf.config.list_logical_devices("HPU")))
+"""
+
+
+def _probe_hpu_in_subprocess(timeout: float = 180.0) -> bool:
+    """Load the Habana module in a throwaway interpreter and report whether it saw an HPU."""
+    try:
+        completed = subprocess.run(
+            [sys.executable, "-c", _HPU_PROBE], capture_output=True, text=True, timeout=timeout
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        logger.info("HPU probe could not run (%s); no HPU", exc)
+        return False
+    for line in completed.stdout.splitlines():
+        if line.startswith("HPU_COUNT "):
+            return int(line.split()[1]) > 0
+    logger.info("HPU probe failed (exit %s); no HPU: %s", completed.returncode, completed.stderr.strip()[-300:])
+    return False
+
+
+@functools.cache
 def hpu_available() -> bool:
-    """True when `habana_frameworks.tensorflow` imports, loads its module and TensorFlow then lists an HPU.
+    """True when `habana_frameworks.tensorflow` is installed, loads, and TensorFlow then lists an HPU.
 
     Without a Gaudi driver the package imports but `load_habana_module()` prints "Unable to read habanalabs
-    driver file" and raises (AttributeError in 1.14.0); any such failure means "no HPU".
+    driver file" and raises AttributeError, and TensorFlow then aborts the whole process (C++ terminate) at its
+    first device listing (seen with 1.14.0). So the module is first loaded in a child interpreter; only when
+    that child sees an HPU is it loaded here. The answer is computed once per process.
     """
-    try:
-        import habana_frameworks.tensorflow as htf  # type: ignore[import-not-found]
-    except ImportError:
+    if importlib.util.find_spec("habana_frameworks") is None:
         return False
-    try:
-        with contextlib.redirect_stdout(io.StringIO()) as captured:
-            htf.load_habana_module()
-    except Exception as exc:  # noqa: BLE001 - the module fails in many ways without a device
-        logger.info("Habana module present but unusable (%s: %s); no HPU", type(exc).__name__, exc)
+    if not _probe_hpu_in_subprocess():
         return False
-    if captured.getvalue().strip():
-        logger.debug("load_habana_module: %s", captured.getvalue().strip())
+    import habana_frameworks.tensorflow as htf  # type: ignore[import-not-found]
     import tensorflow as tf
 
+    with contextlib.redirect_stdout(io.StringIO()):
+        htf.load_habana_module()
     return bool(tf.config.list_logical_devices("HPU"))
 
 

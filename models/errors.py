@@ -15,3 +15,7 @@ class DeviceError(FakewebError):
 
 class InputError(FakewebError):
     """An input (file, URL, frame) cannot be read."""
+
+
+class ModelStoreError(FakewebError):
+    """A model store is unreachable or refuses an operation, or holds a missing or corrupt version."""

@@ -1,0 +1,151 @@
+"""`fakeweb`: the command line. Expected failures print one line and exit 2; no traceback."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from models.classifier import Classifier, load_classifier
+from models.detector import DetectorConfig
+from models.devices import DEVICE_CHOICES
+from models.errors import FakewebError
+from models.package import DEFAULT_PACKAGE_DIR, ModelPackage
+from stream.overlay import OverlayConfig
+from stream.pipeline import PipelineConfig
+from stream.scoring import ScoringConfig
+
+EXIT_ERROR = 2
+
+# `train` and `eval` live in the training package; the CLI is the one place that reaches both sides, and it
+# imports training lazily so serving never loads it.
+TRAINING_COMMANDS = {"train": "training.train"}
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("model")
+    group.add_argument("--model", default=str(DEFAULT_PACKAGE_DIR), help="model package folder (default: shipped)")
+    group.add_argument("--device", default="auto", choices=DEVICE_CHOICES, help="accelerator (default: auto)")
+    group.add_argument("--backend", default="auto", choices=("auto", "tflite", "savedmodel"))
+    group.add_argument("--threads", type=int, default=1, help="TFLite CPU threads (default: 1)")
+
+
+def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("pipeline")
+    group.add_argument("--detector-range", default="short", choices=("short", "full"))
+    group.add_argument("--min-confidence", type=float, default=0.5, help="face detector confidence (0-1)")
+    group.add_argument("--detect-every", type=int, default=1, help="run the detector every N frames")
+    group.add_argument("--classify-every", type=int, default=10, help="re-classify each face every K frames")
+    group.add_argument(
+        "--mesh-for",
+        default="manipulated",
+        choices=("manipulated", "flagged", "all"),
+        help="which faces get the face mesh (flagged = suspect or manipulated)",
+    )
+
+
+def load_model(args: argparse.Namespace) -> Classifier:
+    package = ModelPackage.load(Path(args.model))
+    return load_classifier(package, device=args.device, backend=args.backend, num_threads=args.threads)
+
+
+def pipeline_config(args: argparse.Namespace, classifier: Classifier) -> PipelineConfig:
+    manifest = classifier.package.manifest
+    return PipelineConfig(
+        crop=manifest.crop,
+        detector=DetectorConfig(range=args.detector_range, min_confidence=args.min_confidence),
+        detect_every=args.detect_every,
+        scoring=ScoringConfig(threshold=manifest.threshold, classify_every=args.classify_every),
+        overlay=OverlayConfig(mesh_for=args.mesh_for),
+    )
+
+
+def _run(args: argparse.Namespace) -> int:
+    from stream.run_file import annotate_file
+
+    classifier = load_model(args)
+    summary = annotate_file(
+        Path(args.input),
+        Path(args.output),
+        pipeline_config(args, classifier),
+        classifier,
+        results_path=Path(args.results) if args.results else None,
+        progress=not args.quiet,
+    )
+    print(summary.describe())
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from stream.bench import run_bench
+
+    classifier = load_model(args)
+    run_bench(
+        Path(args.clip),
+        pipeline_config(args, classifier),
+        classifier,
+        max_frames=args.frames,
+        baseline=not args.no_baseline,
+        json_path=Path(args.json) if args.json else None,
+    )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fakeweb", description="Real-time detector of manipulated faces.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="annotate a video file")
+    run.add_argument("input", help="input video file")
+    run.add_argument("-o", "--output", required=True, help="annotated output video (.mp4, H.264)")
+    run.add_argument("--results", help="write per-face results as JSON lines to this file")
+    run.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    add_model_arguments(run)
+    add_pipeline_arguments(run)
+    run.set_defaults(handler=_run)
+
+    bench = commands.add_parser("bench", help="per-stage timings on a clip, against the seed design")
+    bench.add_argument("clip", help="video clip to benchmark on")
+    bench.add_argument("--frames", type=int, default=300, help="frames to process (default: 300)")
+    bench.add_argument("--no-baseline", action="store_true", help="skip the seed-design baseline")
+    bench.add_argument("--json", help="also write the results as JSON to this file")
+    add_model_arguments(bench)
+    add_pipeline_arguments(bench)
+    bench.set_defaults(handler=_bench)
+
+    for name, module in TRAINING_COMMANDS.items():
+        # Parsed by the training module itself (see main); listed here for --help.
+        commands.add_parser(name, help=f"{name} a model (python -m {module} --help)", add_help=False)
+    return parser
+
+
+def _report_errors(handler: Callable[[], int]) -> int:
+    try:
+        return int(handler())
+    except FakewebError as exc:
+        print(f"fakeweb: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("fakeweb: interrupted", file=sys.stderr)
+        return 130
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments and arguments[0] in TRAINING_COMMANDS:
+        training_main = importlib.import_module(TRAINING_COMMANDS[arguments[0]]).main
+        return _report_errors(lambda: training_main(arguments[1:]))
+    args = build_parser().parse_args(arguments)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    return _report_errors(lambda: args.handler(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,125 @@
+"""The per-stream pipeline: detect -> track -> classify (batched) -> smooth -> mesh -> draw, on one frame at a time.
+
+One `StreamPipeline` per stream. It owns the stream's detector, tracker, scorer and mesher (none of which are
+thread-safe) and is called from one thread. Classification is a callable passed in, so a file run can call the
+classifier directly while the live service routes crops through its cross-stream batcher.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from models.detector import DetectorConfig, FaceDetector
+from models.geometry import Box
+from models.landmarks import FaceMesher
+from models.preprocess import CropSpec, crop_face
+from stream.frames import Frame
+from stream.overlay import FaceOverlay, OverlayConfig, draw_overlays, wants_mesh
+from stream.scoring import ScoringConfig, TrackScorer
+from stream.timing import StageTimes
+from stream.tracker import IouTracker, TrackerConfig, TrackState
+
+ClassifyFn = Callable[[np.ndarray], np.ndarray]
+"""(N, S, S, 3) uint8 crops -> (N,) probabilities that each face is manipulated."""
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """Everything that shapes one stream's processing; the crop spec and threshold come from the model."""
+
+    crop: CropSpec
+    detector: DetectorConfig = field(default_factory=DetectorConfig)
+    detect_every: int = 1
+    tracker: TrackerConfig = field(default_factory=TrackerConfig)
+    scoring: ScoringConfig = field(default_factory=ScoringConfig)
+    overlay: OverlayConfig = field(default_factory=OverlayConfig)
+
+    def __post_init__(self) -> None:
+        if self.detect_every < 1:
+            raise ValueError(f"detect_every must be >= 1, got {self.detect_every}")
+
+
+@dataclass(frozen=True)
+class FaceResult:
+    """One tracked face in one frame."""
+
+    track_id: int
+    box: Box
+    state: str
+    probability: float | None
+    verdict: str
+
+
+@dataclass
+class FrameResult:
+    """What the pipeline found in a frame and how long each stage took."""
+
+    stream_id: str
+    index: int
+    pts_seconds: float | None
+    capture_time: float
+    faces: list[FaceResult]
+    times: StageTimes
+
+
+class StreamPipeline:
+    """Processes the frames of one stream in order, drawing the overlay onto each frame's image in place."""
+
+    def __init__(self, stream_id: str, config: PipelineConfig, classify: ClassifyFn) -> None:
+        self.stream_id = stream_id
+        self.config = config
+        self._classify = classify
+        self._detector = FaceDetector(config.detector)
+        self._tracker = IouTracker(config.tracker)
+        self._scorer = TrackScorer(config.scoring)
+        self._mesher = FaceMesher()
+
+    def process(self, frame: Frame, times: StageTimes | None = None) -> FrameResult:
+        """Run every stage on `frame` (its image is annotated in place) and return the per-face results."""
+        times = times or StageTimes()
+        image = frame.image
+        run_detector = frame.index % self.config.detect_every == 0
+        with times.measure("detect"):
+            detections = self._detector.detect(image) if run_detector else None
+        with times.measure("track"):
+            tracks = self._tracker.update(detections)
+            removed = self._tracker.pop_removed()
+            if removed:
+                self._scorer.forget(removed)
+                self._mesher.forget(removed)
+        due = [track for track in tracks if self._scorer.due(track.track_id, frame.index)]
+        if due:
+            with times.measure("crop"):
+                crops = np.stack([crop_face(image, track.box, self.config.crop) for track in due])
+            with times.measure("classify"):
+                probabilities = self._classify(crops)
+            for track, probability in zip(due, probabilities):
+                self._scorer.update(track.track_id, float(probability), frame.index)
+
+        overlays: list[FaceOverlay] = []
+        faces: list[FaceResult] = []
+        with times.measure("mesh"):
+            for track in tracks:
+                score = self._scorer.get(track.track_id)
+                verdict = score.verdict.value
+                landmarks = None
+                if wants_mesh(self.config.overlay, verdict):
+                    landmarks = self._mesher.landmarks(image, track.track_id, track.box)
+                overlays.append(FaceOverlay(track.track_id, track.box, score.probability, verdict, landmarks))
+                faces.append(
+                    FaceResult(track.track_id, track.box, _state_name(track.state), score.probability, verdict)
+                )
+        with times.measure("draw"):
+            draw_overlays(image, overlays, self.config.overlay)
+        return FrameResult(self.stream_id, frame.index, frame.seconds, frame.capture_time, faces, times)
+
+    def close(self) -> None:
+        self._detector.close()
+        self._mesher.close()
+
+
+def _state_name(state: TrackState) -> str:
+    return state.value

@@ -1,0 +1,62 @@
+"""Classifier architectures: RGB float32 crops in [0, 255] in, sigmoid probability of "manipulated" out.
+
+Every model carries its own input scaling as a layer, so serving feeds raw [0, 255] crops to TFLite and
+SavedModel alike. Weights start random (`weights=None`): no pretrained weights are downloaded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import tensorflow as tf
+
+# Keras applications default to batch-norm momentum 0.99-0.999, tuned for ImageNet-length runs; trained from
+# scratch on a few thousand crops, the moving statistics would stay near their initial values for hundreds of
+# steps.
+BATCH_NORM_MOMENTUM = 0.9
+HEAD_DROPOUT = 0.2
+
+
+def _mobilenet_v3_small(inputs: tf.Tensor) -> tf.keras.Model:
+    return tf.keras.applications.MobileNetV3Small(
+        input_tensor=inputs, weights=None, include_top=False, pooling="avg", include_preprocessing=True
+    )
+
+
+def _mobilenet_v3_large(inputs: tf.Tensor) -> tf.keras.Model:
+    return tf.keras.applications.MobileNetV3Large(
+        input_tensor=inputs, weights=None, include_top=False, pooling="avg", include_preprocessing=True
+    )
+
+
+def _efficientnet_b0(inputs: tf.Tensor) -> tf.keras.Model:
+    # EfficientNet always starts with Rescaling(1/255) and a Normalization layer (identity until adapted).
+    return tf.keras.applications.EfficientNetB0(
+        input_tensor=inputs, weights=None, include_top=False, pooling="avg"
+    )
+
+
+ARCHITECTURES: dict[str, Callable[[tf.Tensor], tf.keras.Model]] = {
+    "mobilenet_v3_small": _mobilenet_v3_small,
+    "mobilenet_v3_large": _mobilenet_v3_large,
+    "efficientnet_b0": _efficientnet_b0,
+}
+DEFAULT_ARCHITECTURE = "mobilenet_v3_small"
+
+
+def build_model(name: str, input_size: int) -> tf.keras.Model:
+    """A randomly initialised classifier: (N, S, S, 3) float32 RGB in [0, 255] -> (N, 1) probability."""
+    try:
+        backbone_fn = ARCHITECTURES[name]
+    except KeyError:
+        raise ValueError(f"unknown architecture {name!r}; choose one of {', '.join(ARCHITECTURES)}") from None
+    if input_size < 32:
+        raise ValueError(f"input size must be >= 32 for {name}, got {input_size}")
+    inputs = tf.keras.Input(shape=(input_size, input_size, 3), dtype=tf.float32, name="crops")
+    backbone = backbone_fn(inputs)
+    for layer in backbone.layers:
+        if isinstance(layer, tf.keras.layers.BatchNormalization):
+            layer.momentum = BATCH_NORM_MOMENTUM
+    features = tf.keras.layers.Dropout(HEAD_DROPOUT, name="head_dropout")(backbone.output)
+    outputs = tf.keras.layers.Dense(1, activation="sigmoid", name="probability")(features)
+    return tf.keras.Model(inputs, outputs, name=name)

@@ -1,0 +1,363 @@
+"""Train a face classifier from labelled images and export it as a model package (`fakeweb train`).
+
+Faces are cropped once with the serving detector and crop definition and split by group into train,
+validation and test. Training uses light augmentation and keeps the epoch with the best validation AUC; the
+threshold is chosen on validation, and the model is evaluated once on the held-out test split before export.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import time
+from collections import Counter
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+from scipy.stats import rankdata
+
+from models.detector import DetectorConfig, FaceDetector
+from models.errors import FakewebError
+from models.preprocess import CropSpec
+from training.architectures import ARCHITECTURES, DEFAULT_ARCHITECTURE, build_model
+from training.data import (
+    DIFFICULTIES,
+    LABEL_NAMES,
+    CropSet,
+    Sample,
+    load_crops,
+    read_ciplab,
+    read_real_fake_folders,
+    split_by_group,
+    subsample,
+)
+from training.export import export_package
+
+READERS = {"ciplab": read_ciplab, "folders": read_real_fake_folders}
+CHECK_BATCH_SIZE = 16
+EVAL_BATCH_SIZE = 64
+BRIGHTNESS_DELTA = 0.08 * 255.0
+CONTRAST_RANGE = (0.85, 1.15)
+LOG_LOSS_EPS = 1e-7
+
+
+class TrainingError(FakewebError):
+    """Training options or data that cannot produce a model."""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The training options, shared by `fakeweb train` and `python -m training.train`."""
+    parser.add_argument("--data", type=Path, required=True, help="data-set root holding real/ and fake/")
+    parser.add_argument("--format", choices=sorted(READERS), default="folders", help="data-set layout")
+    parser.add_argument("--out", type=Path, required=True, help="model package folder to write")
+    parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    parser.add_argument("--architecture", choices=sorted(ARCHITECTURES), default=DEFAULT_ARCHITECTURE)
+    parser.add_argument("--input-size", type=int, default=128, help="crop side in pixels")
+    parser.add_argument(
+        "--margin", type=float, default=0.25, help="crop margin as a fraction of the face box"
+    )
+    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (1-epoch warm-up, cosine)")
+    parser.add_argument("--weight-decay", type=float, default=1e-4, help="AdamW decoupled weight decay")
+    parser.add_argument("--val-fraction", type=float, default=0.15)
+    parser.add_argument("--test-fraction", type=float, default=0.15)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--max-images", type=int, default=None, help="use at most this many images (quick runs)"
+    )
+    parser.add_argument(
+        "--log", type=Path, default=None, help="JSON-lines epoch log (default <out>/../train_log.jsonl)"
+    )
+
+
+def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
+    """Area under the ROC curve (Mann-Whitney U with tied ranks averaged); NaN without both classes."""
+    labels = np.asarray(labels).astype(bool)
+    positives, negatives = int(labels.sum()), int((~labels).sum())
+    if positives == 0 or negatives == 0:
+        return float("nan")
+    ranks = rankdata(np.asarray(scores, dtype=np.float64))
+    return float((ranks[labels].sum() - positives * (positives + 1) / 2.0) / (positives * negatives))
+
+
+def log_loss(labels: np.ndarray, probabilities: np.ndarray) -> float:
+    """Mean binary cross-entropy with probabilities clipped to [1e-7, 1 - 1e-7]."""
+    p = np.clip(np.asarray(probabilities, dtype=np.float64), LOG_LOSS_EPS, 1.0 - LOG_LOSS_EPS)
+    y = np.asarray(labels, dtype=np.float64)
+    return float(-np.mean(y * np.log(p) + (1.0 - y) * np.log(1.0 - p)))
+
+
+def choose_threshold(labels: np.ndarray, scores: np.ndarray) -> float:
+    """Threshold maximising Youden's J (TPR - FPR, i.e. balanced accuracy); `score >= threshold` means fake.
+
+    Candidates are midpoints between consecutive distinct scores; 0.5 when a class is missing.
+    """
+    labels = np.asarray(labels).astype(bool)
+    if labels.all() or not labels.any():
+        return 0.5
+    distinct = np.unique(np.asarray(scores, dtype=np.float64))
+    if len(distinct) == 1:
+        return 0.5
+    candidates = (distinct[:-1] + distinct[1:]) / 2.0
+    predicted = scores[None, :] >= candidates[:, None]
+    tpr = (predicted & labels).sum(axis=1) / labels.sum()
+    fpr = (predicted & ~labels).sum(axis=1) / (~labels).sum()
+    return float(np.clip(candidates[int(np.argmax(tpr - fpr))], 1e-6, 1.0 - 1e-6))
+
+
+def evaluate(
+    labels: np.ndarray, probabilities: np.ndarray, threshold: float, difficulties: list[str | None]
+) -> dict[str, Any]:
+    """AUC, accuracy, balanced accuracy and log loss at `threshold`; AUC per fake difficulty vs all reals."""
+    labels = np.asarray(labels).astype(bool)
+    predicted = probabilities >= threshold
+    tpr = float((predicted & labels).sum() / max(1, labels.sum()))
+    tnr = float((~predicted & ~labels).sum() / max(1, (~labels).sum()))
+    result: dict[str, Any] = {
+        "n_real": int((~labels).sum()),
+        "n_fake": int(labels.sum()),
+        "auc": roc_auc(labels, probabilities),
+        "accuracy": float((predicted == labels).mean()),
+        "balanced_accuracy": (tpr + tnr) / 2.0,
+        "true_positive_rate": tpr,
+        "true_negative_rate": tnr,
+        "log_loss": log_loss(labels, probabilities),
+    }
+    tags = np.array([d or "" for d in difficulties])
+    per_difficulty = {}
+    for tag in DIFFICULTIES:
+        chosen = ~labels | (tags == tag)
+        if (labels & (tags == tag)).any():
+            per_difficulty[tag] = {
+                "n_fake": int((labels & (tags == tag)).sum()),
+                "auc": roc_auc(labels[chosen], probabilities[chosen]),
+                "true_positive_rate": float(predicted[labels & (tags == tag)].mean()),
+            }
+    if per_difficulty:
+        result["per_difficulty"] = per_difficulty
+    return result
+
+
+def augment(image: tf.Tensor, label: tf.Tensor, seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """Horizontal flip and small brightness/contrast changes, stateless so a seed reproduces them."""
+    seeds = tf.random.experimental.stateless_split(seed, 3)
+    image = tf.cast(image, tf.float32)
+    image = tf.image.stateless_random_flip_left_right(image, seeds[0])
+    image = tf.image.stateless_random_brightness(image, BRIGHTNESS_DELTA, seeds[1])
+    image = tf.image.stateless_random_contrast(image, *CONTRAST_RANGE, seeds[2])
+    return tf.clip_by_value(image, 0.0, 255.0), label
+
+
+def training_dataset(crops: CropSet, batch_size: int, seed: int) -> tf.data.Dataset:
+    images = tf.data.Dataset.from_tensor_slices((crops.images, crops.labels.astype(np.float32)))
+    shuffled = images.shuffle(len(crops.images), seed=seed, reshuffle_each_iteration=True)
+    seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+    return (
+        tf.data.Dataset.zip((shuffled, seeds))
+        .map(lambda pair, s: augment(pair[0], pair[1], s), num_parallel_calls=tf.data.AUTOTUNE)
+        .batch(batch_size)
+        .prefetch(tf.data.AUTOTUNE)
+    )
+
+
+def eval_dataset(crops: CropSet) -> tf.data.Dataset:
+    return (
+        tf.data.Dataset.from_tensor_slices((crops.images, crops.labels.astype(np.float32)))
+        .map(lambda image, label: (tf.cast(image, tf.float32), label))
+        .batch(EVAL_BATCH_SIZE)
+    )
+
+
+class BestEpoch(tf.keras.callbacks.Callback):
+    """Keeps the weights of the epoch with the best validation AUC; appends each epoch to a JSON-lines log."""
+
+    def __init__(self, log_path: Path, run_info: dict[str, Any], train_images: int) -> None:
+        super().__init__()
+        self.log_path = log_path
+        self.run_info = run_info
+        self.train_images = train_images
+        self.best_auc = -1.0
+        self.best_epoch = 0
+        self.best_weights: list[np.ndarray] = []
+        self.train_seconds = 0.0
+        self._started = 0.0
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self._started = time.perf_counter()
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        seconds = time.perf_counter() - self._started
+        self.train_seconds += seconds
+        values = {key: float(value) for key, value in (logs or {}).items()}
+        entry = {**self.run_info, "epoch": epoch + 1, "seconds": round(seconds, 2), **values}
+        entry["images_per_second"] = round(self.train_images / seconds, 1)
+        with self.log_path.open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(entry) + "\n")
+        val_auc = values.get("val_auc", float("nan"))
+        if val_auc > self.best_auc:
+            self.best_auc, self.best_epoch = val_auc, epoch + 1
+            self.best_weights = [w.copy() for w in self.model.get_weights()]
+
+
+def _label_counts(samples: list[Sample]) -> dict[str, int]:
+    counts = Counter(LABEL_NAMES[s.label] for s in samples)
+    return {name: counts.get(name, 0) for name in LABEL_NAMES}
+
+
+def _predict(model: tf.keras.Model, crops: CropSet) -> np.ndarray:
+    return np.asarray(model.predict(eval_dataset(crops), verbose=0), dtype=np.float64).reshape(-1)
+
+
+def run(args: argparse.Namespace, command: str | None = None) -> int:
+    """Train, evaluate and export as described by parsed `args`; `command` is recorded in the provenance."""
+    try:
+        spec = CropSpec(size=args.input_size, margin=args.margin)
+        split_by_group([], args.val_fraction, args.test_fraction, args.seed)
+    except ValueError as exc:
+        raise TrainingError(str(exc)) from exc
+    if args.epochs < 1 or args.batch_size < 1 or args.input_size < 32:
+        raise TrainingError("--epochs and --batch-size must be >= 1 and --input-size >= 32")
+    tf.keras.utils.set_random_seed(args.seed)
+    samples = READERS[args.format](args.data)
+    if args.max_images is not None:
+        samples = subsample(samples, args.max_images, args.seed)
+    split = split_by_group(samples, args.val_fraction, args.test_fraction, args.seed)
+    parts = {"train": split.train, "val": split.val, "test": split.test}
+    for name, part in parts.items():
+        counts = _label_counts(part)
+        if min(counts.values()) == 0:
+            raise TrainingError(
+                f"the {name} split has {counts}; it needs both real and fake images (use more data)"
+            )
+    detector_config = DetectorConfig()
+    with FaceDetector(detector_config) as detector:
+        crops = {name: load_crops(part, spec, detector, progress=True) for name, part in parts.items()}
+    print(
+        "split: "
+        + ", ".join(
+            f"{name} {_label_counts(part)} (no face: {crops[name].no_face})" for name, part in parts.items()
+        )
+    )
+
+    model = build_model(args.architecture, args.input_size)
+    steps_per_epoch = -(-len(split.train) // args.batch_size)
+    schedule = tf.keras.optimizers.schedules.CosineDecay(
+        0.0,
+        decay_steps=max(1, (args.epochs - 1) * steps_per_epoch),
+        warmup_target=args.lr,
+        warmup_steps=steps_per_epoch,
+    )
+    model.compile(
+        optimizer=tf.keras.optimizers.AdamW(schedule, weight_decay=args.weight_decay),
+        loss=tf.keras.losses.BinaryCrossentropy(),
+        metrics=[tf.keras.metrics.AUC(name="auc")],
+    )
+    log_path = args.log or args.out.resolve().parent / "train_log.jsonl"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    run_info = {"run": datetime.now(timezone.utc).isoformat(timespec="seconds"), "out": str(args.out)}
+    best = BestEpoch(log_path, run_info, len(split.train))
+    model.fit(
+        training_dataset(crops["train"], args.batch_size, args.seed),
+        validation_data=eval_dataset(crops["val"]),
+        epochs=args.epochs,
+        callbacks=[best],
+        verbose=2,
+    )
+    model.set_weights(best.best_weights)
+
+    val_probabilities = _predict(model, crops["val"])
+    threshold = choose_threshold(crops["val"].labels, val_probabilities)
+    val_metrics = evaluate(
+        crops["val"].labels, val_probabilities, threshold, [s.difficulty for s in split.val]
+    )
+    test_probabilities = _predict(model, crops["test"])
+    test_metrics = evaluate(
+        crops["test"].labels, test_probabilities, threshold, [s.difficulty for s in split.test]
+    )
+    images_per_second = len(split.train) * args.epochs / best.train_seconds
+    metrics = {
+        "test": test_metrics,
+        "val": val_metrics,
+        "threshold_rule": "max Youden J (balanced accuracy) on the validation split",
+        "best_epoch": best.best_epoch,
+        "epochs": args.epochs,
+    }
+    provenance = {
+        "command": command or shlex.join(sys.argv),
+        "arguments": {
+            key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items()
+        },
+        "data": {
+            "root": str(args.data),
+            "format": args.format,
+            "splits": {name: _label_counts(part) for name, part in parts.items()},
+            "no_face": {name: crop_set.no_face for name, crop_set in crops.items()},
+            "split_rule": "whole groups, stratified by labels and difficulty, seeded",
+        },
+        "detector": {"range": detector_config.range, "min_confidence": detector_config.min_confidence},
+        "training": {
+            "optimizer": "AdamW",
+            "augmentation": "horizontal flip, brightness +-8%, contrast 0.85-1.15",
+            "train_seconds": round(best.train_seconds, 1),
+            "images_per_second": round(images_per_second, 1),
+        },
+    }
+    package = export_package(
+        model,
+        args.out,
+        spec,
+        threshold,
+        args.architecture,
+        metrics,
+        provenance,
+        crops["test"].images[:CHECK_BATCH_SIZE],
+        overwrite=args.overwrite,
+    )
+    _print_summary(
+        package.path, package.manifest.version, metrics, threshold, best.train_seconds, images_per_second
+    )
+    return 0
+
+
+def _print_summary(
+    path: Path, version: str, metrics: dict[str, Any], threshold: float, seconds: float, rate: float
+) -> None:
+    test = metrics["test"]
+    best_epoch, epochs = metrics["best_epoch"], metrics["epochs"]
+    lines = [
+        f"package {path} (version {version})",
+        f"training {seconds:.0f} s, {rate:.0f} images/s, best epoch {best_epoch}/{epochs}, "
+        f"val AUC {metrics['val']['auc']:.3f}, threshold {threshold:.3f}",
+        f"test ({test['n_real']} real, {test['n_fake']} fake): AUC {test['auc']:.3f}, "
+        f"accuracy {test['accuracy']:.3f}, balanced accuracy {test['balanced_accuracy']:.3f}, "
+        f"log loss {test['log_loss']:.3f}",
+    ]
+    lines += [
+        f"  {tag}: AUC {values['auc']:.3f} vs reals, "
+        f"detected {values['true_positive_rate']:.3f} of {values['n_fake']} fakes"
+        for tag, values in test.get("per_difficulty", {}).items()
+    ]
+    print("\n".join(lines))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m training.train --data DIR --out DIR ...`; returns the process exit status."""
+    parser = argparse.ArgumentParser(prog="fakeweb train", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    command = None if argv is None else shlex.join(["python", "-m", "training.train", *argv])
+    try:
+        return run(args, command)
+    except (FakewebError, FileExistsError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
