@@ -58,7 +58,7 @@ class FaceMesher:
             return None
         points = np.array([(p.x, p.y) for p in result.multi_face_landmarks[0].landmark], dtype=np.float32)
         points *= np.array([x1 - x0, y1 - y0], dtype=np.float32)
-        points += np.array([0, 0], dtype=np.float32)
+        points += np.array([x0, y0], dtype=np.float32)
         return points
 
     def forget(self, track_ids: Iterable[int]) -> None:

@@ -14,7 +14,6 @@ import numpy as np
 from models.geometry import Box
 from models.landmarks import NUM_LANDMARKS
 
-Verdict = Literal["unknown", "real", "suspect", "manipulated"]
 MeshFor = Literal["manipulated", "flagged", "all"]
 RGB = tuple[int, int, int]
 
@@ -34,12 +33,16 @@ _FONT_SCALE = 0.45
 
 @dataclass(frozen=True)
 class FaceOverlay:
-    """What to draw for one tracked face; `landmarks` are (468, 2) frame pixels or None when not computed."""
+    """What to draw for one tracked face.
+
+    `verdict` is one of `VERDICT_COLOURS` ("unknown", "real", "suspect", "manipulated"); `landmarks` are
+    (468, 2) frame pixels, or None when not computed.
+    """
 
     track_id: int
     box: Box
     probability: float | None
-    verdict: Verdict
+    verdict: str
     landmarks: np.ndarray | None = None
 
     def __post_init__(self) -> None:

@@ -24,10 +24,10 @@ class VideoFileSink:
     """Encodes RGB frames to H.264 (yuv420p) MP4 with the input's timestamps: same frame count and timing.
 
     The output time base is the input's (`info.time_base`), so pts are written unchanged; pts given in another
-    time base are rescaled, a missing pts comes one frame (1 / `info.rate`) after the previous one, and a pts
-    that does not increase is moved one tick past the previous one. The first frame fixes the size; an odd
-    width or height is padded by one edge pixel (yuv420p needs even sizes). No file is made if no frame is
-    written.
+    time base are rescaled, a missing pts comes one frame (1 / `info.rate`, else 1/30 s) after the previous
+    one, and a pts that does not increase is moved one tick past the previous one. The first frame fixes the
+    size; an odd width or height is padded by one edge pixel (yuv420p needs even sizes). No file is made if
+    no frame is written.
     """
 
     def __init__(self, path: str | Path, info: VideoInfo, *, crf: int = 23, preset: str = "veryfast") -> None:

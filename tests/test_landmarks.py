@@ -18,6 +18,8 @@ from models.landmarks import NUM_LANDMARKS, FaceMesher
 
 SHARED_IMAGES = Path(__file__).resolve().parents[2] / "shared" / "data" / "images"
 
+Move = tuple[float, int, int, tuple[int, int]]  # scale, dx, dy, output (width, height)
+
 
 @pytest.fixture(scope="module")
 def image() -> np.ndarray:
@@ -80,8 +82,24 @@ def test_mesh_parts_are_near_blazeface_keypoints(
     assert distance < 0.08 * face.box.width, part
 
 
+def assert_follows(
+    mesher: FaceMesher, track_id: int, image: np.ndarray, face: Detection, reference: np.ndarray, move: Move
+) -> None:
+    """The landmarks of the astronaut moved by `move` are the reference landmarks moved the same way."""
+    scale, dx, dy, size = move
+    matrix = np.array([[scale, 0, dx], [0, scale, dy]], dtype=np.float32)
+    moved = cv2.warpAffine(image, matrix, size, flags=cv2.INTER_LINEAR)
+    box = Box.from_array(face.box.to_array() * scale + [dx, dy, dx, dy])
+    points = mesher.landmarks(moved, track_id, box)
+    assert points is not None, move
+    error = np.linalg.norm(points - (reference * scale + [dx, dy]), axis=1)
+    side = face.box.width * scale
+    assert np.median(error) < 0.02 * side, move
+    assert error.max() < 0.05 * side, move
+
+
 @pytest.mark.parametrize(
-    ("scale", "dx", "dy", "size"),
+    "move",
     [
         (1.0, 37, 21, (640, 600)),
         (1.0, -150, -60, (640, 480)),  # face near the top-left corner: the crop is clipped and not square
@@ -90,25 +108,17 @@ def test_mesh_parts_are_near_blazeface_keypoints(
     ],
 )
 def test_landmarks_follow_a_moved_and_scaled_face(
-    image: np.ndarray,
-    face: Detection,
-    reference: np.ndarray,
-    mesher: FaceMesher,
-    scale: float,
-    dx: int,
-    dy: int,
-    size: tuple[int, int],
+    image: np.ndarray, face: Detection, reference: np.ndarray, mesher: FaceMesher, move: Move
 ) -> None:
-    moved = cv2.warpAffine(
-        image, np.array([[scale, 0, dx], [0, scale, dy]], dtype=np.float32), size, flags=cv2.INTER_LINEAR
-    )
-    box = Box.from_array(face.box.to_array() * scale + [dx, dy, dx, dy])
-    points = mesher.landmarks(moved, 0, box)
-    assert points is not None
-    error = np.linalg.norm(points - (reference * scale + [dx, dy]), axis=1)
-    side = face.box.width * scale
-    assert np.median(error) < 0.02 * side
-    assert error.max() < 0.05 * side
+    assert_follows(mesher, 0, image, face, reference, move)
+
+
+def test_tracked_face_moving_and_zooming_keeps_an_accurate_mesh(
+    image: np.ndarray, face: Detection, reference: np.ndarray, mesher: FaceMesher
+) -> None:
+    """One track over frames whose crop moves and changes size, as in a stream (FaceMesh in tracking mode)."""
+    for scale, dx, dy in [(1.0, 0, 0), (1.1, 10, 5), (1.25, 20, 10), (1.4, 30, 15), (1.2, 40, 20)]:
+        assert_follows(mesher, 5, image, face, reference, (scale, dx, dy, (640, 480)))
 
 
 @pytest.mark.parametrize(
@@ -159,12 +169,13 @@ def test_adjacent_faces_each_get_their_own_mesh(image: np.ndarray, mesher: FaceM
 
 
 class CountingFaceMesh(mp.solutions.face_mesh.FaceMesh):  # type: ignore[misc]
-    """The real FaceMesh, recording its instances and closes."""
+    """The real FaceMesh, recording its instances, their arguments and closes."""
 
     created: list[CountingFaceMesh] = []
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        self.kwargs = kwargs
         self.closed = False
         CountingFaceMesh.created.append(self)
 
@@ -184,6 +195,8 @@ def test_instances_are_per_track_lazy_and_freed_by_forget_and_close(
         mesher.landmarks(image, track_id, face.box)
     first, second = CountingFaceMesh.created
     assert mesher.track_ids == {1, 2}
+    tracking = {"static_image_mode": False, "max_num_faces": 1, "refine_landmarks": False}
+    assert first.kwargs.items() >= tracking.items()
 
     mesher.forget([1, 99])
     assert mesher.track_ids == {2}

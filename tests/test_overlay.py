@@ -78,7 +78,7 @@ def test_face_not_selected_for_a_mesh_gets_only_a_box(
 ) -> None:
     box, points = astronaut_face
     frame = grey_frame()
-    draw_overlays(frame, [FaceOverlay(3, box, probability, verdict, points)], NO_LABEL)  # type: ignore[arg-type]
+    draw_overlays(frame, [FaceOverlay(3, box, probability, verdict, points)], NO_LABEL)
     mask = changed(grey_frame(), frame)
     assert not mask[inner(box, NO_LABEL.thickness + 1)].any()  # no mesh inside the face
     top_row = frame[round(box.y1), round(box.x1) : round(box.x2)]
@@ -119,7 +119,7 @@ def test_wants_mesh_and_drawing_agree(
     box, points = astronaut_face
     frame = grey_frame()
     probability = None if verdict == "unknown" else 0.5
-    draw_overlays(frame, [FaceOverlay(1, box, probability, verdict, points)], config)  # type: ignore[arg-type]
+    draw_overlays(frame, [FaceOverlay(1, box, probability, verdict, points)], config)
     assert bool(changed(grey_frame(), frame)[inner(box, 3)].any()) is expected
 
 
