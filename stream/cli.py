@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
 import sys
@@ -64,17 +65,25 @@ def pipeline_config(args: argparse.Namespace, classifier: Classifier) -> Pipelin
 
 
 def _run(args: argparse.Namespace) -> int:
+    from stream.metrics import Metrics, start_metrics_server
     from stream.run_file import annotate_file
 
-    classifier = load_model(args)
-    summary = annotate_file(
-        Path(args.input),
-        Path(args.output),
-        pipeline_config(args, classifier),
-        classifier,
-        results_path=Path(args.results) if args.results else None,
-        progress=not args.quiet,
-    )
+    with contextlib.ExitStack() as stack:
+        metrics = None
+        if args.metrics_port is not None:
+            metrics = Metrics()
+            stack.enter_context(start_metrics_server(args.metrics_port, metrics.registry))
+        classifier = load_model(args)
+        summary = annotate_file(
+            Path(args.input),
+            Path(args.output),
+            pipeline_config(args, classifier),
+            classifier,
+            results_path=Path(args.results) if args.results else None,
+            progress=not args.quiet,
+            realtime=args.realtime,
+            metrics=metrics,
+        )
     print(summary.describe())
     return 0
 
@@ -94,6 +103,51 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from stream.config import load_config
+    from stream.serve import run_service
+
+    overrides = {
+        "host": args.host,
+        "port": args.port,
+        "token": args.token,
+        "data_dir": args.data_dir,
+        "model": args.model,
+        "device": args.device,
+        "backend": args.backend,
+        "threads": args.threads,
+        "loopback_ice": True if args.loopback_ice else None,
+        "max_streams": args.max_streams,
+        "max_viewers": args.max_viewers,
+        "model_poll_seconds": args.model_poll_seconds,
+    }
+    config = load_config(Path(args.config) if args.config else None, overrides=overrides)
+    asyncio.run(run_service(config))
+    return 0
+
+
+def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="TOML configuration file (settings: see docs/operations.md)")
+    parser.add_argument("--host", help="address to bind (default 127.0.0.1; others need a token)")
+    parser.add_argument("--port", type=int, help="port (default 8080)")
+    parser.add_argument("--token", help="access token for the page and API (or FAKEWEB_TOKEN)")
+    parser.add_argument("--data-dir", help="folder for the camera list and model cache (default fakeweb-data)")
+    parser.add_argument("--model", help="package folder or store://<store url>@<alias> (default: shipped model)")
+    parser.add_argument("--device", choices=DEVICE_CHOICES, help="accelerator (default auto)")
+    parser.add_argument("--backend", choices=("auto", "tflite", "savedmodel"))
+    parser.add_argument("--threads", type=int, help="TFLite CPU threads")
+    parser.add_argument("--max-streams", type=int, help="most concurrent streams (browser + cameras)")
+    parser.add_argument("--max-viewers", type=int, help="most concurrent WebRTC peer connections")
+    parser.add_argument("--model-poll-seconds", type=float, help="how often to check the store alias")
+    parser.add_argument(
+        "--loopback-ice",
+        action="store_true",
+        help="offer 127.0.0.1 as the ICE host address (loopback-only hosts)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fakeweb", description="Real-time detector of manipulated faces.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
@@ -104,6 +158,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("-o", "--output", required=True, help="annotated output video (.mp4, H.264)")
     run.add_argument("--results", help="write per-face results as JSON lines to this file")
     run.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    run.add_argument("--realtime", action="store_true", help="pace the file at its frame rate, like a camera")
+    run.add_argument(
+        "--metrics-port",
+        type=int,
+        metavar="PORT",
+        help="serve Prometheus metrics on 127.0.0.1:PORT during the run",
+    )
     add_model_arguments(run)
     add_pipeline_arguments(run)
     run.set_defaults(handler=_run)
@@ -116,6 +177,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_arguments(bench)
     add_pipeline_arguments(bench)
     bench.set_defaults(handler=_bench)
+
+    serve = commands.add_parser("serve", help="run the live service (web page, WebRTC, RTSP cameras)")
+    add_serve_arguments(serve)
+    serve.set_defaults(handler=_serve)
 
     for name, module in TRAINING_COMMANDS.items():
         # Parsed by the training module itself (see main); listed here for --help.

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 from tqdm import tqdm
 
 from models.classifier import Classifier
 from stream.file_source import FileSource
-from stream.pipeline import FrameResult, PipelineConfig, StreamPipeline
+from stream.frames import Frame
+from stream.metrics import FILE_LABEL, Metrics
+from stream.pipeline import ClassifyFn, FrameResult, PipelineConfig, StreamPipeline
 from stream.sinks import FaceRecord, JsonlResultSink, VideoFileSink
 from stream.timing import StageTimes
 
@@ -59,6 +63,53 @@ def result_records(result: FrameResult) -> list[FaceRecord]:
     ]
 
 
+class _PacingSleep:
+    """FileSource's real-time sleep, remembering how long it slept so decode times exclude the pacing."""
+
+    def __init__(self) -> None:
+        self.slept = 0.0
+
+    def __call__(self, seconds: float) -> None:
+        started = time.perf_counter()
+        time.sleep(seconds)
+        self.slept += time.perf_counter() - started
+
+
+def _decoded(source: FileSource, pacing: _PacingSleep) -> Iterator[tuple[Frame, StageTimes]]:
+    """Frames of `source` with their decode time recorded."""
+    frames = source.frames()
+    while True:
+        times = StageTimes()
+        pacing.slept = 0.0
+        started = time.perf_counter()
+        frame = next(frames, None)
+        if frame is None:
+            return
+        times.add("decode", time.perf_counter() - started - pacing.slept)
+        yield frame, times
+
+
+def _observed(classify: ClassifyFn, metrics: Metrics) -> ClassifyFn:
+    """`classify`, recording each call's batch size and duration."""
+
+    def run(crops: np.ndarray) -> np.ndarray:
+        started = time.perf_counter()
+        probabilities = classify(crops)
+        metrics.observe_batch(len(crops), time.perf_counter() - started)
+        return probabilities
+
+    return run
+
+
+def _observe(metrics: Metrics, result: FrameResult) -> None:
+    """A processed and encoded frame: stage times, end-to-end latency, faces by verdict."""
+    metrics.observe_stages(result.times)
+    metrics.observe_end_to_end(FILE_LABEL, time.monotonic() - result.capture_time)
+    metrics.count_frame(FILE_LABEL, "processed")
+    for face in result.faces:
+        metrics.count_faces(face.verdict)
+
+
 def annotate_file(
     input_path: Path,
     output_path: Path,
@@ -66,19 +117,34 @@ def annotate_file(
     classifier: Classifier,
     results_path: Path | None = None,
     progress: bool = True,
+    realtime: bool = False,
+    metrics: Metrics | None = None,
 ) -> RunSummary:
-    """Run the pipeline over every frame of `input_path`, writing the annotated video and optional results."""
+    """Run the pipeline over every frame of `input_path`, writing the annotated video and optional results.
+
+    `realtime` paces the file at its frame rate like a live camera; `metrics` observes every frame.
+    """
     summary = RunSummary(output_path)
     started = time.perf_counter()
-    with FileSource(input_path, stream_id=input_path.stem) as source:
-        pipeline = StreamPipeline(source.stream_id, config, classifier.predict)
+    pacing = _PacingSleep()
+    with FileSource(input_path, stream_id=input_path.stem, realtime=realtime, sleep=pacing) as source:
+        classify: ClassifyFn = classifier.predict
+        if metrics is not None:
+            classify = _observed(classify, metrics)
+            metrics.set_model(classifier.version, classifier.backend, classifier.device)
+            metrics.set_model_loaded(True)
+            metrics.set_stream_states({"live": 1})
+        pipeline = StreamPipeline(source.stream_id, config, classify)
         results = JsonlResultSink(results_path) if results_path else None
         try:
             with VideoFileSink(output_path, source.video_info) as video:
                 bar = tqdm(total=source.frame_count or None, unit="frame", disable=not progress, leave=False)
-                for frame in source.frames():
-                    result = pipeline.process(frame, StageTimes())
-                    video.write(frame.image, frame.pts, frame.time_base)
+                for frame, times in _decoded(source, pacing):
+                    result = pipeline.process(frame, times)
+                    with times.measure("encode"):
+                        video.write(frame.image, frame.pts, frame.time_base)
+                    if metrics is not None:
+                        _observe(metrics, result)
                     if results is not None:
                         results.write(result_records(result))
                     summary.add(result)

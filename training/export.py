@@ -101,6 +101,7 @@ def export_package(
     batch = check_batch.astype(np.float32)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.staging-", dir=out_dir.parent))
+    staging.chmod(0o755)  # mkdtemp makes it private; the package is an ordinary readable folder
     try:
         save_serving_model(model, staging / SAVED_MODEL_DIR, spec.size)
         tflite_bytes = convert_to_tflite(staging / SAVED_MODEL_DIR)

@@ -41,6 +41,7 @@ from training.export import export_package
 READERS = {"ciplab": read_ciplab, "folders": read_real_fake_folders}
 CHECK_BATCH_SIZE = 16
 EVAL_BATCH_SIZE = 64
+SHIFT_FRACTION = 0.06
 BRIGHTNESS_DELTA = 0.08 * 255.0
 CONTRAST_RANGE = (0.85, 1.15)
 LOG_LOSS_EPS = 1e-7
@@ -64,7 +65,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (1-epoch warm-up, cosine)")
-    parser.add_argument("--weight-decay", type=float, default=1e-4, help="AdamW decoupled weight decay")
+    parser.add_argument("--weight-decay", type=float, default=0.05, help="AdamW decoupled weight decay")
     parser.add_argument("--val-fraction", type=float, default=0.15)
     parser.add_argument("--test-fraction", type=float, default=0.15)
     parser.add_argument("--seed", type=int, default=0)
@@ -145,9 +146,16 @@ def evaluate(
 
 
 def augment(image: tf.Tensor, label: tf.Tensor, seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-    """Horizontal flip and small brightness/contrast changes, stateless so a seed reproduces them."""
-    seeds = tf.random.experimental.stateless_split(seed, 3)
+    """Flip, shift up to 6% (detector jitter, black fill as in crop_face), small brightness/contrast change.
+
+    Stateless, so a seed reproduces them.
+    """
+    seeds = tf.random.experimental.stateless_split(seed, 4)
+    size = int(image.shape[0])
+    pad = max(1, round(size * SHIFT_FRACTION))
     image = tf.cast(image, tf.float32)
+    image = tf.image.pad_to_bounding_box(image, pad, pad, size + 2 * pad, size + 2 * pad)
+    image = tf.image.stateless_random_crop(image, (size, size, 3), seeds[3])
     image = tf.image.stateless_random_flip_left_right(image, seeds[0])
     image = tf.image.stateless_random_brightness(image, BRIGHTNESS_DELTA, seeds[1])
     image = tf.image.stateless_random_contrast(image, *CONTRAST_RANGE, seeds[2])
@@ -303,7 +311,7 @@ def run(args: argparse.Namespace, command: str | None = None) -> int:
         "detector": {"range": detector_config.range, "min_confidence": detector_config.min_confidence},
         "training": {
             "optimizer": "AdamW",
-            "augmentation": "horizontal flip, brightness +-8%, contrast 0.85-1.15",
+            "augmentation": "horizontal flip, shift up to 6%, brightness +-8%, contrast 0.85-1.15",
             "train_seconds": round(best.train_seconds, 1),
             "images_per_second": round(images_per_second, 1),
         },

@@ -1,0 +1,125 @@
+"""Service configuration: defaults, then a TOML file, then `FAKEWEB_*` environment variables, then flags."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from models.errors import FakewebError
+from models.package import DEFAULT_PACKAGE_DIR
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+
+class ConfigError(FakewebError):
+    """The configuration is invalid or unsafe."""
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    """Everything `fakeweb serve` needs. See docs/operations.md for each setting."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    token: str | None = None
+    data_dir: Path = field(default_factory=lambda: Path("fakeweb-data"))
+    model: str = str(DEFAULT_PACKAGE_DIR)
+    device: str = "auto"
+    backend: str = "auto"
+    threads: int = 1
+    model_poll_seconds: float = 30.0
+    max_streams: int = 8
+    max_viewers: int = 16
+    max_offer_bytes: int = 64 * 1024
+    max_width: int = 1280
+    max_height: int = 720
+    detect_every: int = 1
+    classify_every: int = 10
+    detector_range: str = "short"
+    min_confidence: float = 0.5
+    mesh_for: str = "manipulated"
+    batch_max_size: int = 16
+    batch_max_wait_ms: float = 4.0
+    loopback_ice: bool = False
+
+    def __post_init__(self) -> None:
+        if not 0 < self.port < 65536:
+            raise ConfigError(f"port must be 1-65535, got {self.port}")
+        if self.token is not None and len(self.token) < 8:
+            raise ConfigError("token must be at least 8 characters")
+        if not self.token and not is_loopback(self.host):
+            raise ConfigError(
+                f"refusing to bind {self.host} without a token: set FAKEWEB_TOKEN (or --token) "
+                "or bind 127.0.0.1"
+            )
+        for name in ("max_streams", "max_viewers", "threads", "detect_every", "classify_every", "batch_max_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1")
+
+    @property
+    def cameras_file(self) -> Path:
+        return self.data_dir / "cameras.json"
+
+    @property
+    def model_cache_dir(self) -> Path:
+        return self.data_dir / "model-cache"
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _coerce(name: str, value: Any) -> Any:
+    """Convert a TOML or environment value to the type of the ServiceConfig field `name`."""
+    default = {f.name: f for f in fields(ServiceConfig)}[name]
+    kind = type(getattr(ServiceConfig(), name)) if name != "token" else str
+    try:
+        if kind is bool:
+            if isinstance(value, bool):
+                return value
+            return str(value).strip().lower() in ("1", "true", "yes", "on")
+        if kind is Path or default.name == "data_dir":
+            return Path(value)
+        return kind(value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"setting {name}: invalid value {value!r} ({exc})") from exc
+
+
+def load_config(
+    path: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> ServiceConfig:
+    """Build the configuration: defaults < TOML file < FAKEWEB_<NAME> environment variables < `overrides`."""
+    environ = os.environ if environ is None else environ
+    known = {f.name for f in fields(ServiceConfig)}
+    values: dict[str, Any] = {}
+    if path is not None:
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"{path}: cannot read configuration ({exc})") from exc
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"{path}: unknown settings {', '.join(unknown)}")
+        values.update(data)
+    for name in known:
+        env_value = environ.get(f"FAKEWEB_{name.upper()}")
+        if env_value is not None and env_value != "":
+            values[name] = env_value
+    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    coerced = {name: _coerce(name, value) for name, value in values.items()}
+    return replace(ServiceConfig(), **coerced)

@@ -1,0 +1,129 @@
+"""The OpenAPI 3 description of the REST API, served at /api/openapi.json."""
+
+from __future__ import annotations
+
+from typing import Any
+
+_ERROR = {"description": "error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+_SDP = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/SessionDescription"}}}}
+
+
+def _json(ref: str, description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": {"$ref": ref}}}}
+
+
+OPENAPI: dict[str, Any] = {
+    "openapi": "3.0.3",
+    "info": {"title": "FakeWeb Live", "version": "1", "description": "Manipulated-face detection in live video."},
+    "components": {
+        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        "schemas": {
+            "Error": {
+                "type": "object",
+                "required": ["error"],
+                "properties": {"error": {"type": "string"}},
+            },
+            "SessionDescription": {
+                "type": "object",
+                "required": ["sdp", "type"],
+                "properties": {"sdp": {"type": "string"}, "type": {"type": "string", "enum": ["offer", "answer"]}},
+            },
+            "NewCamera": {
+                "type": "object",
+                "required": ["name", "url"],
+                "properties": {
+                    "name": {"type": "string", "minLength": 1, "maxLength": 80},
+                    "url": {"type": "string", "description": "rtsp://[user:pass@]host[:port]/path"},
+                },
+            },
+            "Face": {
+                "type": "object",
+                "properties": {
+                    "track_id": {"type": "integer"},
+                    "box": {"type": "array", "items": {"type": "number"}, "minItems": 4, "maxItems": 4},
+                    "probability": {"type": "number", "nullable": True},
+                    "verdict": {"type": "string", "enum": ["unknown", "real", "suspect", "manipulated"]},
+                },
+            },
+            "Stream": {
+                "type": "object",
+                "properties": {
+                    "id": {"type": "string"},
+                    "kind": {"type": "string", "enum": ["browser", "camera"]},
+                    "name": {"type": "string"},
+                    "url": {"type": "string", "nullable": True, "description": "credentials redacted"},
+                    "status": {"type": "string", "enum": ["connecting", "live", "reconnecting", "offline"]},
+                    "fps": {"type": "number"},
+                    "frames_received": {"type": "integer"},
+                    "frames_processed": {"type": "integer"},
+                    "frames_dropped": {"type": "integer"},
+                    "viewers": {"type": "integer"},
+                    "faces": {"type": "array", "items": {"$ref": "#/components/schemas/Face"}},
+                },
+            },
+            "StreamList": {
+                "type": "object",
+                "properties": {"streams": {"type": "array", "items": {"$ref": "#/components/schemas/Stream"}}},
+            },
+        },
+    },
+    "security": [{"bearer": []}],
+    "paths": {
+        "/api/streams": {
+            "get": {
+                "summary": "List streams",
+                "responses": {"200": _json("#/components/schemas/StreamList", "streams"), "401": _ERROR},
+            },
+            "post": {
+                "summary": "Add an RTSP camera",
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/NewCamera"}}},
+                },
+                "responses": {
+                    "201": _json("#/components/schemas/Stream", "the new camera stream"),
+                    "400": _ERROR,
+                    "401": _ERROR,
+                    "503": _ERROR,
+                },
+            },
+        },
+        "/api/streams/{stream_id}": {
+            "parameters": [{"name": "stream_id", "in": "path", "required": True, "schema": {"type": "string"}}],
+            "get": {
+                "summary": "One stream: status, fps, faces",
+                "responses": {"200": _json("#/components/schemas/Stream", "the stream"), "401": _ERROR, "404": _ERROR},
+            },
+            "delete": {
+                "summary": "Remove a stream (a camera is also removed from the saved list)",
+                "responses": {"204": {"description": "removed"}, "401": _ERROR, "404": _ERROR},
+            },
+        },
+        "/api/streams/{stream_id}/view": {
+            "parameters": [{"name": "stream_id", "in": "path", "required": True, "schema": {"type": "string"}}],
+            "post": {
+                "summary": "Watch a stream: WebRTC offer (receive only) in, answer out",
+                "requestBody": {"required": True, **_SDP},
+                "responses": {
+                    "200": _json("#/components/schemas/SessionDescription", "answer"),
+                    "400": _ERROR,
+                    "401": _ERROR,
+                    "404": _ERROR,
+                    "503": _ERROR,
+                },
+            },
+        },
+        "/api/webrtc/offer": {
+            "post": {
+                "summary": "Send a webcam: WebRTC offer in, answer with the annotated video out",
+                "requestBody": {"required": True, **_SDP},
+                "responses": {
+                    "200": _json("#/components/schemas/SessionDescription", "answer"),
+                    "400": _ERROR,
+                    "401": _ERROR,
+                    "503": _ERROR,
+                },
+            },
+        },
+    },
+}

@@ -1,0 +1,365 @@
+"""The live service: streams (browser webcams and RTSP cameras), their workers, viewers and shared services.
+
+The event loop does I/O only. Each stream has a worker thread running its pipeline; RTSP cameras have reader
+threads; classification of all streams goes through one `ClassifierBatcher`; annotated frames reach viewers through
+one `AnnotatedTrack` per stream relayed to every viewer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import av
+from aiortc import RTCPeerConnection, RTCSessionDescription
+from aiortc.contrib.media import MediaRelay
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+
+from models.detector import DetectorConfig
+from models.errors import FakewebError
+from stream.batcher import ClassifierBatcher
+from stream.cameras import Camera, CameraList
+from stream.config import ServiceConfig
+from stream.feed import AnnotatedFeed, AnnotatedTrack
+from stream.frames import Frame
+from stream.metrics import Metrics, StreamLabels
+from stream.overlay import OverlayConfig
+from stream.pipeline import FrameResult, PipelineConfig, StreamPipeline
+from stream.reload import ModelHolder
+from stream.rtsp import CameraState, RtspCamera, RtspConfig
+from stream.scoring import ScoringConfig
+from stream.timing import StageTimes
+from stream.worker import StreamWorker
+
+logger = logging.getLogger(__name__)
+
+StreamKind = Literal["browser", "camera"]
+
+
+class LimitReached(FakewebError):
+    """A configured maximum (streams, viewers) is reached; the request is refused with 503."""
+
+
+class NotFound(FakewebError):
+    """No stream with that id."""
+
+
+class BadOffer(FakewebError):
+    """A WebRTC offer that cannot be used; the request is refused with 400."""
+
+
+@dataclass
+class WebRtcFrame:
+    """A received WebRTC frame, converted to RGB on the stream's worker thread rather than on the event loop."""
+
+    stream_id: str
+    index: int
+    video_frame: av.VideoFrame
+    capture_time: float
+    max_width: int
+    max_height: int
+
+    def to_frame(self, times: StageTimes) -> Frame:
+        with times.measure("decode"):
+            source = self.video_frame
+            scale = min(1.0, self.max_width / source.width, self.max_height / source.height)
+            if scale < 1.0:
+                width = int(source.width * scale) // 2 * 2
+                height = int(source.height * scale) // 2 * 2
+                image = source.to_ndarray(format="rgb24", width=width, height=height)
+            else:
+                image = source.to_ndarray(format="rgb24")
+        return Frame(self.stream_id, self.index, image, self.capture_time)
+
+
+@dataclass
+class LiveStream:
+    """One stream and everything attached to it."""
+
+    stream_id: str
+    kind: StreamKind
+    name: str
+    label: str
+    worker: StreamWorker
+    feed: AnnotatedFeed
+    track: AnnotatedTrack
+    camera: Camera | None = None
+    reader: RtspCamera | None = None
+    channels: set[Any] = field(default_factory=set)
+    created_at: float = field(default_factory=time.time)
+
+    @property
+    def status(self) -> str:
+        if self.reader is not None:
+            return self.reader.state.value
+        return "live" if self.worker.stats.processed else "connecting"
+
+    def describe(self) -> dict[str, Any]:
+        stats = self.worker.stats
+        return {
+            "id": self.stream_id,
+            "kind": self.kind,
+            "name": self.name,
+            "url": self.camera.public_url if self.camera else None,
+            "status": self.status,
+            "fps": round(stats.fps, 1),
+            "frames_received": stats.received,
+            "frames_processed": stats.processed,
+            "frames_dropped": self.worker.dropped_stale,
+            "viewers": len(self.channels),
+            "faces": [face_json(face) for face in stats.faces],
+        }
+
+
+def face_json(face: Any) -> dict[str, Any]:
+    return {
+        "track_id": face.track_id,
+        "box": face.box.as_list(),
+        "probability": None if face.probability is None else round(face.probability, 3),
+        "verdict": face.verdict,
+    }
+
+
+class LiveService:
+    """Owns streams, peers and the shared batcher; created once by the app and closed on shutdown."""
+
+    def __init__(
+        self, config: ServiceConfig, holder: ModelHolder, metrics: Metrics, cameras: CameraList
+    ) -> None:
+        self.config = config
+        self.holder = holder
+        self.metrics = metrics
+        self.cameras = cameras
+        self.labels = StreamLabels()
+        self.batcher = ClassifierBatcher(
+            holder,
+            max_batch=config.batch_max_size,
+            max_wait=config.batch_max_wait_ms / 1000.0,
+            on_batch=metrics.observe_batch,
+        )
+        self.relay = MediaRelay()
+        self.streams: dict[str, LiveStream] = {}
+        self.peers: set[RTCPeerConnection] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # -- lifecycle ---------------------------------------------------------------------------------------------
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self.batcher.start()
+        for camera in self.cameras.all():
+            self._start_camera(camera)
+
+    async def close(self) -> None:
+        """Close every peer, stop readers and workers, then the batcher: nothing is left running."""
+        await asyncio.gather(*(peer.close() for peer in list(self.peers)), return_exceptions=True)
+        for stream_id in list(self.streams):
+            await self._remove_stream(stream_id)
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self.batcher.stop()
+
+    @property
+    def ready(self) -> bool:
+        return self.holder.current is not None and self.batcher.running
+
+    # -- streams -----------------------------------------------------------------------------------------------
+    def _pipeline_config(self) -> PipelineConfig:
+        manifest = self.holder.current.package.manifest
+        config = self.config
+        return PipelineConfig(
+            crop=manifest.crop,
+            detector=DetectorConfig(range=config.detector_range, min_confidence=config.min_confidence),  # type: ignore[arg-type]
+            detect_every=config.detect_every,
+            scoring=ScoringConfig(threshold=manifest.threshold, classify_every=config.classify_every),
+            overlay=OverlayConfig(mesh_for=config.mesh_for),  # type: ignore[arg-type]
+        )
+
+    def _create_stream(self, stream_id: str, kind: StreamKind, name: str, camera: Camera | None) -> LiveStream:
+        assert self._loop is not None, "service not started"
+        if len(self.streams) >= self.config.max_streams:
+            self.metrics.count_rejected("max_streams")
+            raise LimitReached(f"stream limit reached ({self.config.max_streams} streams)")
+        label = self.labels.label_for(stream_id, kind)
+        feed = AnnotatedFeed(self._loop)
+        track = AnnotatedTrack(feed, on_sent=lambda seconds: self.metrics.observe_end_to_end(label, seconds))
+        pipeline = StreamPipeline(stream_id, self._pipeline_config(), self.batcher.classify)
+        holder: dict[str, LiveStream] = {}
+        worker = StreamWorker(pipeline, lambda frame, result: self._on_output(holder["stream"], frame, result))
+        stream = LiveStream(stream_id, kind, name, label, worker, feed, track, camera)
+        holder["stream"] = stream
+        self.streams[stream_id] = stream
+        worker.start()
+        return stream
+
+    def _on_output(self, stream: LiveStream, frame: Frame, result: FrameResult) -> None:
+        """Worker thread: publish the annotated frame and the faces; record metrics."""
+        stream.feed.publish(frame.image, frame.capture_time)
+        self.metrics.observe_frame(stream.label, result.times)
+        self.metrics.count_frame(stream.label, "processed")
+        if stream.channels and self._loop is not None:
+            message = json.dumps(
+                {"stream": stream.stream_id, "frame": result.index, "faces": [face_json(f) for f in result.faces]}
+            )
+            self._loop.call_soon_threadsafe(self._send_faces, stream, message)
+
+    @staticmethod
+    def _send_faces(stream: LiveStream, message: str) -> None:
+        for channel in list(stream.channels):
+            if channel.readyState == "open" and channel.bufferedAmount < 256 * 1024:
+                channel.send(message)
+
+    async def _remove_stream(self, stream_id: str) -> None:
+        stream = self.streams.pop(stream_id, None)
+        if stream is None:
+            return
+        if stream.reader is not None:
+            await asyncio.to_thread(stream.reader.stop)
+        await asyncio.to_thread(stream.worker.stop)
+        await stream.feed.close()
+        self.labels.release(stream_id)
+
+    # -- cameras -----------------------------------------------------------------------------------------------
+    def _start_camera(self, camera: Camera) -> LiveStream:
+        stream = self._create_stream(camera.camera_id, "camera", camera.name, camera)
+        reader_config = RtspConfig(max_width=self.config.max_width, max_height=self.config.max_height)
+        stream.reader = RtspCamera(
+            camera.camera_id,
+            camera.url,
+            on_frame=stream.worker.submit,
+            on_state=lambda state: self._on_camera_state(stream, state),
+            config=reader_config,
+        )
+        stream.reader.start()
+        return stream
+
+    def _on_camera_state(self, stream: LiveStream, state: CameraState) -> None:
+        if state == CameraState.RECONNECTING:
+            self.metrics.count_reconnect(stream.label)
+
+    async def add_camera(self, name: str, url: str) -> dict[str, Any]:
+        camera = Camera.new(name, url)
+        if len(self.streams) >= self.config.max_streams:
+            self.metrics.count_rejected("max_streams")
+            raise LimitReached(f"stream limit reached ({self.config.max_streams} streams)")
+        await asyncio.to_thread(self.cameras.add, camera)
+        return self._start_camera(camera).describe()
+
+    async def remove_stream(self, stream_id: str) -> None:
+        stream = self.streams.get(stream_id)
+        if stream is None:
+            raise NotFound(f"no stream {stream_id}")
+        if stream.camera is not None:
+            await asyncio.to_thread(self.cameras.remove, stream_id)
+        await self._remove_stream(stream_id)
+
+    def describe(self, stream_id: str) -> dict[str, Any]:
+        stream = self.streams.get(stream_id)
+        if stream is None:
+            raise NotFound(f"no stream {stream_id}")
+        return stream.describe()
+
+    def state_counts(self) -> Counter[str]:
+        return Counter(stream.status for stream in self.streams.values())
+
+    # -- WebRTC ------------------------------------------------------------------------------------------------
+    def _new_peer(self) -> RTCPeerConnection:
+        if len(self.peers) >= self.config.max_viewers:
+            self.metrics.count_rejected("max_viewers")
+            raise LimitReached(f"viewer limit reached ({self.config.max_viewers} peer connections)")
+        peer = RTCPeerConnection()
+        self.peers.add(peer)
+        return peer
+
+    async def _answer(self, peer: RTCPeerConnection, offer: RTCSessionDescription) -> RTCSessionDescription:
+        try:
+            await peer.setRemoteDescription(offer)
+            await peer.setLocalDescription(await peer.createAnswer())
+        except (ValueError, TypeError, KeyError, IndexError) as exc:
+            await self._close_peer(peer)
+            self.metrics.count_rejected("bad_offer")
+            raise BadOffer(f"cannot use this offer: {exc}") from exc
+        return peer.localDescription
+
+    async def _close_peer(self, peer: RTCPeerConnection) -> None:
+        self.peers.discard(peer)
+        await peer.close()
+
+    async def browser_offer(self, offer: RTCSessionDescription) -> RTCSessionDescription:
+        """A browser sends its webcam; it receives the annotated video and face verdicts on a data channel."""
+        peer = self._new_peer()
+        stream_id = f"browser-{uuid.uuid4().hex[:8]}"
+        try:
+            stream = self._create_stream(stream_id, "browser", "My camera", None)
+        except LimitReached:
+            await self._close_peer(peer)
+            raise
+        self._attach_channels(peer, stream)
+
+        @peer.on("track")
+        def on_track(track: MediaStreamTrack) -> None:
+            if track.kind == "video":
+                self._spawn(self._receive(stream, track))
+
+        @peer.on("connectionstatechange")
+        async def on_state() -> None:
+            if peer.connectionState in ("failed", "closed"):
+                await self._close_peer(peer)
+                await self._remove_stream(stream_id)
+
+        peer.addTrack(self.relay.subscribe(stream.track, buffered=False))
+        try:
+            return await self._answer(peer, offer)
+        except BadOffer:
+            await self._remove_stream(stream_id)
+            raise
+
+    async def view_offer(self, stream_id: str, offer: RTCSessionDescription) -> RTCSessionDescription:
+        """A browser watches a stream's annotated video (receive only) and its face verdicts."""
+        stream = self.streams.get(stream_id)
+        if stream is None:
+            raise NotFound(f"no stream {stream_id}")
+        peer = self._new_peer()
+        self._attach_channels(peer, stream)
+
+        @peer.on("connectionstatechange")
+        async def on_state() -> None:
+            if peer.connectionState in ("failed", "closed"):
+                await self._close_peer(peer)
+
+        peer.addTrack(self.relay.subscribe(stream.track, buffered=False))
+        return await self._answer(peer, offer)
+
+    def _attach_channels(self, peer: RTCPeerConnection, stream: LiveStream) -> None:
+        @peer.on("datachannel")
+        def on_channel(channel: Any) -> None:
+            stream.channels.add(channel)
+            channel.on("close", lambda: stream.channels.discard(channel))
+
+    async def _receive(self, stream: LiveStream, track: MediaStreamTrack) -> None:
+        """Drain the browser's track as fast as frames arrive (aiortc's queues are unbounded)."""
+        index = 0
+        config = self.config
+        while True:
+            try:
+                video_frame = await track.recv()
+            except MediaStreamError:
+                return
+            stream.worker.submit(
+                WebRtcFrame(
+                    stream.stream_id, index, video_frame, time.monotonic(), config.max_width, config.max_height
+                )
+            )
+            index += 1
+
+    def _spawn(self, coroutine: Any) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)

@@ -1,0 +1,167 @@
+"use strict";
+// FakeWeb Live page: send the webcam, watch annotated video and verdicts, manage RTSP cameras.
+// window.fakeweb exposes counters for tests: frames rendered and face messages received.
+
+const state = { framesRendered: 0, faceMessages: 0, lastFaces: [], localPeer: null, viewers: new Map() };
+window.fakeweb = state;
+
+const $ = (selector) => document.querySelector(selector);
+
+function showError(message) { $("#error").textContent = message || ""; }
+
+async function api(path, options = {}) {
+  const response = await fetch(path, { headers: { "Content-Type": "application/json" }, ...options });
+  if (response.status === 401) { window.location = "/login"; throw new Error("not signed in"); }
+  const text = await response.text();
+  const body = text ? JSON.parse(text) : {};
+  if (!response.ok) throw new Error(body.error || `HTTP ${response.status}`);
+  return body;
+}
+
+function waitForIce(peer) {
+  if (peer.iceGatheringState === "complete") return Promise.resolve();
+  return new Promise((resolve) => {
+    const check = () => { if (peer.iceGatheringState === "complete") { peer.removeEventListener("icegatheringstatechange", check); resolve(); } };
+    peer.addEventListener("icegatheringstatechange", check);
+    setTimeout(resolve, 3000);
+  });
+}
+
+function countFrames(video) {
+  if (!video.requestVideoFrameCallback) return;
+  const tick = () => { state.framesRendered += 1; video.requestVideoFrameCallback(tick); };
+  video.requestVideoFrameCallback(tick);
+}
+
+function renderFaces(list, faces) {
+  list.replaceChildren(...faces.map((face) => {
+    const item = document.createElement("li");
+    const score = face.probability === null ? "…" : face.probability.toFixed(2);
+    item.textContent = `#${face.track_id} ${face.verdict} (${score})`;
+    item.className = `verdict-${face.verdict}`;
+    return item;
+  }));
+}
+
+function listenForFaces(peer, list) {
+  const channel = peer.createDataChannel("faces");
+  channel.onmessage = (event) => {
+    const message = JSON.parse(event.data);
+    state.faceMessages += 1;
+    state.lastFaces = message.faces;
+    renderFaces(list, message.faces);
+  };
+}
+
+async function negotiate(peer, path) {
+  await peer.setLocalDescription(await peer.createOffer());
+  await waitForIce(peer);
+  const answer = await api(path, { method: "POST", body: JSON.stringify({ sdp: peer.localDescription.sdp, type: "offer" }) });
+  await peer.setRemoteDescription(answer);
+}
+
+async function startCamera() {
+  showError("");
+  $("#start").disabled = true;
+  try {
+    const media = await navigator.mediaDevices.getUserMedia({ video: { width: 640, height: 480 }, audio: false });
+    const peer = new RTCPeerConnection();
+    state.localPeer = peer;
+    listenForFaces(peer, $("#faces"));
+    media.getTracks().forEach((track) => peer.addTrack(track, media));
+    peer.ontrack = (event) => { $("#annotated").srcObject = new MediaStream([event.track]); };
+    countFrames($("#annotated"));
+    await negotiate(peer, "/api/webrtc/offer");
+    $("#stop").disabled = false;
+  } catch (error) {
+    showError(`Camera: ${error.message}`);
+    $("#start").disabled = false;
+  }
+}
+
+function stopCamera() {
+  if (state.localPeer) {
+    state.localPeer.getSenders().forEach((sender) => sender.track && sender.track.stop());
+    state.localPeer.close();
+    state.localPeer = null;
+  }
+  $("#annotated").srcObject = null;
+  $("#start").disabled = false;
+  $("#stop").disabled = true;
+}
+
+async function watchCamera(streamId, container) {
+  const peer = new RTCPeerConnection();
+  state.viewers.set(streamId, peer);
+  peer.addTransceiver("video", { direction: "recvonly" });
+  const video = container.querySelector("video");
+  peer.ontrack = (event) => { video.srcObject = new MediaStream([event.track]); };
+  listenForFaces(peer, container.querySelector("ul"));
+  countFrames(video);
+  await negotiate(peer, `/api/streams/${encodeURIComponent(streamId)}/view`);
+}
+
+function cameraElement(stream) {
+  const element = document.createElement("div");
+  element.className = "camera";
+  element.dataset.id = stream.id;
+  element.innerHTML = `<strong></strong> <span class="status"></span> <span class="fps"></span>
+    <button class="watch">Watch</button> <button class="remove secondary">Remove</button>
+    <video autoplay playsinline muted></video><ul></ul>`;
+  element.querySelector("strong").textContent = stream.name;
+  element.querySelector(".watch").onclick = () => watchCamera(stream.id, element).catch((e) => showError(e.message));
+  element.querySelector(".remove").onclick = async () => {
+    try {
+      await api(`/api/streams/${encodeURIComponent(stream.id)}`, { method: "DELETE" });
+      const peer = state.viewers.get(stream.id);
+      if (peer) peer.close();
+      element.remove();
+    } catch (e) { showError(e.message); }
+  };
+  return element;
+}
+
+async function refreshCameras() {
+  try {
+    const { streams } = await api("/api/streams");
+    const list = $("#camera-list");
+    const cameras = streams.filter((stream) => stream.kind === "camera");
+    const ids = new Set(cameras.map((stream) => stream.id));
+    list.querySelectorAll(".camera").forEach((element) => { if (!ids.has(element.dataset.id)) element.remove(); });
+    for (const stream of cameras) {
+      let element = list.querySelector(`.camera[data-id="${CSS.escape(stream.id)}"]`);
+      if (!element) { element = cameraElement(stream); list.appendChild(element); }
+      const status = element.querySelector(".status");
+      status.textContent = stream.status;
+      status.className = `status status-${stream.status}`;
+      element.querySelector(".fps").textContent = `${stream.fps} fps`;
+    }
+  } catch (error) { showError(`Cameras: ${error.message}`); }
+}
+
+async function refreshModel() {
+  try {
+    const response = await fetch("/readyz");
+    const body = await response.json();
+    const model = body.model || {};
+    $("#model").textContent = `model ${model.version || "none"} · ${model.backend || "?"} on ${model.device || "?"}`;
+  } catch (error) { $("#model").textContent = "model: unavailable"; }
+}
+
+$("#start").onclick = startCamera;
+$("#stop").onclick = stopCamera;
+$("#add-camera").onsubmit = async (event) => {
+  event.preventDefault();
+  const form = new FormData(event.target);
+  try {
+    await api("/api/streams", { method: "POST", body: JSON.stringify({ name: form.get("name"), url: form.get("url") }) });
+    event.target.reset();
+    showError("");
+    refreshCameras();
+  } catch (error) { showError(`Add camera: ${error.message}`); }
+};
+
+refreshModel();
+refreshCameras();
+setInterval(refreshCameras, 2000);
+setInterval(refreshModel, 10000);

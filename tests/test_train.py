@@ -1,0 +1,110 @@
+"""Training: metric helpers against scikit-learn, augmentation, and a tiny end-to-end run of `main`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import tensorflow as tf
+from skimage import data as skdata
+from sklearn.metrics import log_loss as sk_log_loss
+from sklearn.metrics import roc_auc_score
+
+from models.classifier import load_classifier
+from models.package import ModelPackage
+from training import train
+
+
+def test_roc_auc_matches_sklearn_with_ties() -> None:
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, size=200)
+    scores = np.round(rng.uniform(size=200) + 0.3 * labels, 1)  # rounding makes many ties
+    assert train.roc_auc(labels, scores) == pytest.approx(roc_auc_score(labels, scores), abs=1e-12)
+    assert np.isnan(train.roc_auc(np.ones(5), np.arange(5)))
+
+
+def test_log_loss_matches_sklearn() -> None:
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 2, size=100)
+    probabilities = rng.uniform(0.01, 0.99, size=100)
+    assert train.log_loss(labels, probabilities) == pytest.approx(sk_log_loss(labels, probabilities))
+    assert np.isfinite(train.log_loss(np.array([1, 0]), np.array([0.0, 1.0])))
+
+
+def test_threshold_maximises_balanced_accuracy() -> None:
+    labels = np.array([0, 0, 0, 0, 1, 1])
+    scores = np.array([0.1, 0.2, 0.3, 0.6, 0.7, 0.8])
+    assert train.choose_threshold(labels, scores) == pytest.approx(0.65)
+    assert train.choose_threshold(np.ones(3), scores[:3]) == 0.5
+    assert train.choose_threshold(labels, np.full(6, 0.3)) == 0.5
+
+
+def test_evaluate_reports_per_difficulty() -> None:
+    labels = np.array([0, 0, 1, 1, 1])
+    probabilities = np.array([0.1, 0.5, 0.9, 0.3, 0.6])
+    metrics = train.evaluate(labels, probabilities, 0.55, ["real", "real", "easy", "hard", "hard"])
+    assert metrics["n_real"] == 2 and metrics["n_fake"] == 3
+    assert metrics["accuracy"] == pytest.approx(0.8)
+    assert metrics["balanced_accuracy"] == pytest.approx((2 / 3 + 1.0) / 2)
+    assert metrics["per_difficulty"]["easy"] == {"n_fake": 1, "auc": 1.0, "true_positive_rate": 1.0}
+    assert metrics["per_difficulty"]["hard"]["auc"] == pytest.approx(0.5)
+    assert "mid" not in metrics["per_difficulty"]
+
+
+def test_augment_is_seeded_and_in_range() -> None:
+    image = tf.constant(skdata.astronaut()[:64, :64])
+    seed = tf.constant([3, 4], dtype=tf.int64)
+    first, label = train.augment(image, tf.constant(1.0), seed)
+    second, _ = train.augment(image, tf.constant(1.0), seed)
+    np.testing.assert_array_equal(first.numpy(), second.numpy())
+    assert first.dtype == tf.float32 and first.shape == (64, 64, 3) and float(label) == 1.0
+    assert 0.0 <= float(tf.reduce_min(first)) and float(tf.reduce_max(first)) <= 255.0
+
+
+def write_layout(root: Path, people: int) -> None:
+    """real/pN/ holds astronaut face photos; fake/pN/ the same photos with a recoloured, blurred mouth."""
+    base = skdata.astronaut()
+    for person in range(people):
+        photo = cv2.resize(base[10 + 4 * person : 270 + 4 * person, 100:360], (96, 96))
+        fake = photo.copy()
+        fake[55:75, 30:66] = cv2.GaussianBlur(255 - fake[55:75, 30:66], (5, 5), 0)
+        for label, image in (("real", photo), ("fake", fake)):
+            folder = root / label / f"p{person}"
+            folder.mkdir(parents=True)
+            cv2.imwrite(str(folder / "0.jpg"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+
+
+@pytest.mark.slow
+def test_main_trains_and_exports_a_loadable_package(tmp_path: Path) -> None:
+    write_layout(tmp_path / "data", people=8)
+    out, log = tmp_path / "models" / "pkg", tmp_path / "models" / "train_log.jsonl"
+    argv = ["--data", str(tmp_path / "data"), "--out", str(out), "--input-size", "32", "--epochs", "2"]
+    argv += ["--batch-size", "4", "--val-fraction", "0.25", "--test-fraction", "0.25", "--seed", "1"]
+    assert train.main(argv) == 0
+
+    package = ModelPackage.load(out)
+    manifest = package.manifest
+    assert manifest.crop.size == 32 and manifest.architecture == "mobilenet_v3_small"
+    assert manifest.metrics["test"]["n_real"] == 2 and manifest.metrics["test"]["n_fake"] == 2
+    assert manifest.provenance["data"]["splits"]["train"] == {"real": 4, "fake": 4}
+    assert manifest.provenance["command"].startswith("python -m training.train --data")
+    assert "train_log.jsonl" not in manifest.files
+    entries = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [e["epoch"] for e in entries] == [1, 2] and "val_auc" in entries[0]
+    crops = np.zeros((3, 32, 32, 3), np.uint8)
+    assert load_classifier(package, device="cpu").predict(crops).shape == (3,)
+
+    assert train.main(argv) == 1  # the package exists and --overwrite was not given
+
+
+def test_bad_arguments_are_reported(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write_layout(tmp_path / "data", people=2)
+    argv = ["--data", str(tmp_path / "data"), "--out", str(tmp_path / "pkg"), "--margin", "5"]
+    assert train.main(argv) == 1
+    assert "margin" in capsys.readouterr().err
+    argv = ["--data", str(tmp_path / "data"), "--out", str(tmp_path / "pkg"), "--val-fraction", "0.1"]
+    assert train.main(argv) == 1
+    assert "split" in capsys.readouterr().err
