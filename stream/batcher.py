@@ -97,6 +97,11 @@ class ClassifierBatcher:
     def stats(self) -> BatcherStats:
         return self._stats
 
+    @property
+    def running(self) -> bool:
+        """True from `start()` until `stop()`, while the batcher thread is alive."""
+        return self._accepting and self._thread is not None and self._thread.is_alive()
+
     def start(self) -> None:
         """Start the batcher thread; a batcher runs once (it cannot be restarted after `stop`)."""
         with self._lock:
@@ -181,7 +186,7 @@ class ClassifierBatcher:
         shape = (classifier.input_size, classifier.input_size, 3)
         valid: list[_Request] = []
         for request in batch:  # a request cut for another model must not fail the others
-            if True:
+            if request.crops.ndim == 4 and request.crops.shape[1:] == shape:
                 valid.append(request)
             else:
                 request.fail(

@@ -22,6 +22,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -98,6 +99,20 @@ class ModelHolder:
     @property
     def device(self) -> Device:
         return self.current.device
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-ready facts about the model in use (one consistent snapshot), for /readyz and the page."""
+        classifier = self.current
+        manifest = classifier.package.manifest
+        return {
+            "version": classifier.version,
+            "backend": classifier.backend,
+            "device": classifier.device,
+            "architecture": manifest.architecture,
+            "input_size": manifest.crop.size,
+            "threshold": manifest.threshold,
+            "created_at": manifest.created_at,
+        }
 
 
 def verify_candidate(

@@ -247,6 +247,7 @@ def test_a_request_cut_for_another_model_fails_alone(make_batcher: Callable[...,
 def test_stop_fails_waiting_callers_and_joins(make_batcher: Callable[..., ClassifierBatcher]) -> None:
     classifier = MeanClassifier()
     batcher = make_batcher(classifier, max_batch=1, max_wait=0.0)
+    assert batcher.running
     first = hold_batcher(classifier, batcher)
     waiting = [Caller(batcher, crops_of(v)) for v in (20, 30)]
     wait_until(lambda: queued(batcher) == 2)
@@ -266,7 +267,8 @@ def test_stop_fails_waiting_callers_and_joins(make_batcher: Callable[..., Classi
     for caller in [first, *waiting]:
         caller.join(5)
 
-    assert not stopper.is_alive() and not batcher._thread.is_alive()  # type: ignore[union-attr]
+    assert not stopper.is_alive() and not batcher.running
+    assert "classifier-batcher" not in [thread.name for thread in threading.enumerate()]  # joined
     assert first.result is not None  # the batch in flight finished
     for caller in waiting:
         assert isinstance(caller.error, BatcherStoppedError)
@@ -280,6 +282,7 @@ def test_stop_fails_waiting_callers_and_joins(make_batcher: Callable[..., Classi
 
 def test_a_batcher_that_never_started_refuses_requests() -> None:
     batcher = ClassifierBatcher(ModelHolder(MeanClassifier()))
+    assert not batcher.running
     with pytest.raises(BatcherStoppedError, match="not running"):
         batcher.classify(crops_of(1))
     assert batcher.classify(crops_of(1, count=0)).shape == (0,)

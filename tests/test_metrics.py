@@ -103,10 +103,14 @@ def bucket_bounds(registry: CollectorRegistry, family: str) -> dict[str, list[fl
     return bounds
 
 
-@pytest.mark.parametrize(
-    "family", ["fakeweb_stage_duration_seconds", "fakeweb_end_to_end_latency_seconds",
-               "fakeweb_classifier_batch_duration_seconds"],
-)  # fmt: skip
+LATENCY_HISTOGRAMS = [
+    "fakeweb_stage_duration_seconds",
+    "fakeweb_end_to_end_latency_seconds",
+    "fakeweb_classifier_batch_duration_seconds",
+]
+
+
+@pytest.mark.parametrize("family", LATENCY_HISTOGRAMS)
 def test_latency_buckets_surround_the_frame_budget(family: str) -> None:
     for bounds in bucket_bounds(exercised().registry, family).values():
         assert bounds == REQUIRED_BUCKETS

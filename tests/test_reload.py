@@ -253,6 +253,15 @@ def test_model_holder_swaps_atomically(base_package: Path) -> None:
     first = verify_candidate(ModelPackage.load(base_package), device="cpu")
     holder = ModelHolder(first)
     assert (holder.current, holder.backend, holder.device) == (first, "tflite", "cpu")
+    assert holder.describe() == {
+        "version": first.version,
+        "backend": "tflite",
+        "device": "cpu",
+        "architecture": "tiny-conv",
+        "input_size": SIZE,
+        "threshold": 0.5,
+        "created_at": first.package.manifest.created_at,
+    }
     second = verify_candidate(ModelPackage.load(base_package), device="cpu")
     assert holder.swap(second) is first
     assert holder.current is second and holder.version == second.version

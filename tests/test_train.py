@@ -50,7 +50,7 @@ def test_evaluate_reports_per_difficulty() -> None:
     assert metrics["accuracy"] == pytest.approx(0.8)
     assert metrics["balanced_accuracy"] == pytest.approx((2 / 3 + 1.0) / 2)
     assert metrics["per_difficulty"]["easy"] == {"n_fake": 1, "auc": 1.0, "true_positive_rate": 1.0}
-    assert metrics["per_difficulty"]["hard"]["auc"] == pytest.approx(0.5)
+    assert metrics["per_difficulty"]["hard"]["auc"] == pytest.approx(0.75)
     assert "mid" not in metrics["per_difficulty"]
 
 
@@ -82,7 +82,7 @@ def test_main_trains_and_exports_a_loadable_package(tmp_path: Path) -> None:
     write_layout(tmp_path / "data", people=8)
     out, log = tmp_path / "models" / "pkg", tmp_path / "models" / "train_log.jsonl"
     argv = ["--data", str(tmp_path / "data"), "--out", str(out), "--input-size", "32", "--epochs", "2"]
-    argv += ["--batch-size", "4", "--val-fraction", "0.25", "--test-fraction", "0.25", "--seed", "1"]
+    argv += ["--batch-size", "8", "--val-fraction", "0.25", "--test-fraction", "0.25", "--seed", "1"]
     assert train.main(argv) == 0
 
     package = ModelPackage.load(out)

@@ -155,10 +155,10 @@ def augment(image: tf.Tensor, label: tf.Tensor, seed: tf.Tensor) -> tuple[tf.Ten
     pad = max(1, round(size * SHIFT_FRACTION))
     image = tf.cast(image, tf.float32)
     image = tf.image.pad_to_bounding_box(image, pad, pad, size + 2 * pad, size + 2 * pad)
-    image = tf.image.stateless_random_crop(image, (size, size, 3), seeds[3])
-    image = tf.image.stateless_random_flip_left_right(image, seeds[0])
-    image = tf.image.stateless_random_brightness(image, BRIGHTNESS_DELTA, seeds[1])
-    image = tf.image.stateless_random_contrast(image, *CONTRAST_RANGE, seeds[2])
+    image = tf.image.stateless_random_crop(image, (size, size, 3), seeds[0])
+    image = tf.image.stateless_random_flip_left_right(image, seeds[1])
+    image = tf.image.stateless_random_brightness(image, BRIGHTNESS_DELTA, seeds[2])
+    image = tf.image.stateless_random_contrast(image, *CONTRAST_RANGE, seeds[3])
     return tf.clip_by_value(image, 0.0, 255.0), label
 
 
@@ -224,18 +224,17 @@ def _predict(model: tf.keras.Model, crops: CropSet) -> np.ndarray:
 
 def run(args: argparse.Namespace, command: str | None = None) -> int:
     """Train, evaluate and export as described by parsed `args`; `command` is recorded in the provenance."""
-    try:
-        spec = CropSpec(size=args.input_size, margin=args.margin)
-        split_by_group([], args.val_fraction, args.test_fraction, args.seed)
-    except ValueError as exc:
-        raise TrainingError(str(exc)) from exc
     if args.epochs < 1 or args.batch_size < 1 or args.input_size < 32:
         raise TrainingError("--epochs and --batch-size must be >= 1 and --input-size >= 32")
     tf.keras.utils.set_random_seed(args.seed)
-    samples = READERS[args.format](args.data)
-    if args.max_images is not None:
-        samples = subsample(samples, args.max_images, args.seed)
-    split = split_by_group(samples, args.val_fraction, args.test_fraction, args.seed)
+    try:
+        spec = CropSpec(size=args.input_size, margin=args.margin)
+        samples = READERS[args.format](args.data)
+        if args.max_images is not None:
+            samples = subsample(samples, args.max_images, args.seed)
+        split = split_by_group(samples, args.val_fraction, args.test_fraction, args.seed)
+    except ValueError as exc:
+        raise TrainingError(str(exc)) from exc
     parts = {"train": split.train, "val": split.val, "test": split.test}
     for name, part in parts.items():
         counts = _label_counts(part)
