@@ -95,12 +95,16 @@ class TFLiteClassifier(Classifier):
             import tensorflow as tf
 
             try:
-                interpreter = tf.lite.Interpreter(model_content=self._model_content, num_threads=self.num_threads)
+                interpreter = tf.lite.Interpreter(
+                    model_content=self._model_content, num_threads=self.num_threads
+                )
                 input_index = interpreter.get_input_details()[0]["index"]
                 interpreter.resize_tensor_input(input_index, [bucket, self.input_size, self.input_size, 3])
                 interpreter.allocate_tensors()
             except (ValueError, RuntimeError) as exc:
-                raise ModelPackageError(f"{self.package.tflite_path}: cannot load TFLite model ({exc})") from exc
+                raise ModelPackageError(
+                    f"{self.package.tflite_path}: cannot load TFLite model ({exc})"
+                ) from exc
             self._interpreters[bucket] = interpreter
         return interpreter
 

@@ -40,7 +40,9 @@ def _probe_hpu_in_subprocess(timeout: float = 180.0) -> bool:
     for line in completed.stdout.splitlines():
         if line.startswith("HPU_COUNT "):
             return int(line.split()[1]) > 0
-    logger.info("HPU probe failed (exit %s); no HPU: %s", completed.returncode, completed.stderr.strip()[-300:])
+    logger.info(
+        "HPU probe failed (exit %s); no HPU: %s", completed.returncode, completed.stderr.strip()[-300:]
+    )
     return False
 
 

@@ -99,7 +99,7 @@ def parse_offer(data: dict[str, Any]) -> RTCSessionDescription:
 
 
 def _page(name: str) -> str:
-    return resources.files("stream").joinpath("web", name).read_text(encoding="utf-8")
+    return resources.files("stream").joinpath("web").joinpath(name).read_text(encoding="utf-8")
 
 
 class Routes:

@@ -35,7 +35,7 @@ class SeedPipeline:
     """The seed design, stage by stage, timed with the same stage names as the real pipeline."""
 
     def __init__(self, package: ModelPackage, threshold: float) -> None:
-        self._cascade = cv2.CascadeClassifier(cv2.data.haarcascades + "haarcascade_frontalface_default.xml")
+        self._cascade = cv2.CascadeClassifier(cv2.data.haarcascades + "haarcascade_frontalface_default.xml")  # type: ignore[attr-defined]
         self._model = keras_model(package)
         self._mesh = mp.solutions.face_mesh.FaceMesh(static_image_mode=True, max_num_faces=4)
         self._crop = CropSpec(package.manifest.crop.size, package.manifest.crop.margin)
@@ -57,7 +57,7 @@ class SeedPipeline:
             result = self._mesh.process(image)
         meshes = _mesh_points(result, image.shape[1], image.shape[0])
         overlays = []
-        for index, (box, probability) in enumerate(zip(boxes, probabilities)):
+        for index, (box, probability) in enumerate(zip(boxes, probabilities, strict=True)):
             verdict = "manipulated" if probability >= self._threshold else "real"
             landmarks = _closest_mesh(box, meshes)
             overlays.append(FaceOverlay(index, box, probability, verdict, landmarks))

@@ -130,7 +130,9 @@ def run_bench(
             results.append(bench_design("seed", clip, max_frames, lambda f, t: seed.process(f.image, t)))
         finally:
             seed.close()
-    print(f"clip: {clip}  frames: {len(results[0].frames)}  model: {classifier.version} ({classifier.backend})")
+    print(
+        f"clip: {clip}  frames: {len(results[0].frames)}  model: {classifier.version} ({classifier.backend})"
+    )
     print(format_table(results))
     report: dict[str, object] = {"clip": str(clip), "model": classifier.version, "results": []}
     report["results"] = [result.to_dict() for result in results]

@@ -28,7 +28,9 @@ TRAINING_COMMANDS = {"train": "training.train"}
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("model")
-    group.add_argument("--model", default=str(DEFAULT_PACKAGE_DIR), help="model package folder (default: shipped)")
+    group.add_argument(
+        "--model", default=str(DEFAULT_PACKAGE_DIR), help="model package folder (default: shipped)"
+    )
     group.add_argument("--device", default="auto", choices=DEVICE_CHOICES, help="accelerator (default: auto)")
     group.add_argument("--backend", default="auto", choices=("auto", "tflite", "savedmodel"))
     group.add_argument("--threads", type=int, default=1, help="TFLite CPU threads (default: 1)")
@@ -133,8 +135,12 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", help="address to bind (default 127.0.0.1; others need a token)")
     parser.add_argument("--port", type=int, help="port (default 8080)")
     parser.add_argument("--token", help="access token for the page and API (or FAKEWEB_TOKEN)")
-    parser.add_argument("--data-dir", help="folder for the camera list and model cache (default fakeweb-data)")
-    parser.add_argument("--model", help="package folder or store://<store url>@<alias> (default: shipped model)")
+    parser.add_argument(
+        "--data-dir", help="folder for the camera list and model cache (default fakeweb-data)"
+    )
+    parser.add_argument(
+        "--model", help="package folder or store://<store url>@<alias> (default: shipped model)"
+    )
     parser.add_argument("--device", choices=DEVICE_CHOICES, help="accelerator (default auto)")
     parser.add_argument("--backend", choices=("auto", "tflite", "savedmodel"))
     parser.add_argument("--threads", type=int, help="TFLite CPU threads")

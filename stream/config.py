@@ -60,7 +60,14 @@ class ServiceConfig:
                 f"refusing to bind {self.host} without a token: set FAKEWEB_TOKEN (or --token) "
                 "or bind 127.0.0.1"
             )
-        for name in ("max_streams", "max_viewers", "threads", "detect_every", "classify_every", "batch_max_size"):
+        for name in (
+            "max_streams",
+            "max_viewers",
+            "threads",
+            "detect_every",
+            "classify_every",
+            "batch_max_size",
+        ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1")
 

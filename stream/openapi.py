@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-_ERROR = {"description": "error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+_ERROR = {
+    "description": "error",
+    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+}
 _SDP = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/SessionDescription"}}}}
 
 
@@ -14,7 +17,11 @@ def _json(ref: str, description: str) -> dict[str, Any]:
 
 OPENAPI: dict[str, Any] = {
     "openapi": "3.0.3",
-    "info": {"title": "FakeWeb Live", "version": "1", "description": "Manipulated-face detection in live video."},
+    "info": {
+        "title": "FakeWeb Live",
+        "version": "1",
+        "description": "Manipulated-face detection in live video.",
+    },
     "components": {
         "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         "schemas": {
@@ -26,7 +33,10 @@ OPENAPI: dict[str, Any] = {
             "SessionDescription": {
                 "type": "object",
                 "required": ["sdp", "type"],
-                "properties": {"sdp": {"type": "string"}, "type": {"type": "string", "enum": ["offer", "answer"]}},
+                "properties": {
+                    "sdp": {"type": "string"},
+                    "type": {"type": "string", "enum": ["offer", "answer"]},
+                },
             },
             "NewCamera": {
                 "type": "object",
@@ -63,7 +73,9 @@ OPENAPI: dict[str, Any] = {
             },
             "StreamList": {
                 "type": "object",
-                "properties": {"streams": {"type": "array", "items": {"$ref": "#/components/schemas/Stream"}}},
+                "properties": {
+                    "streams": {"type": "array", "items": {"$ref": "#/components/schemas/Stream"}}
+                },
             },
         },
     },
@@ -89,10 +101,16 @@ OPENAPI: dict[str, Any] = {
             },
         },
         "/api/streams/{stream_id}": {
-            "parameters": [{"name": "stream_id", "in": "path", "required": True, "schema": {"type": "string"}}],
+            "parameters": [
+                {"name": "stream_id", "in": "path", "required": True, "schema": {"type": "string"}}
+            ],
             "get": {
                 "summary": "One stream: status, fps, faces",
-                "responses": {"200": _json("#/components/schemas/Stream", "the stream"), "401": _ERROR, "404": _ERROR},
+                "responses": {
+                    "200": _json("#/components/schemas/Stream", "the stream"),
+                    "401": _ERROR,
+                    "404": _ERROR,
+                },
             },
             "delete": {
                 "summary": "Remove a stream (a camera is also removed from the saved list)",
@@ -100,7 +118,9 @@ OPENAPI: dict[str, Any] = {
             },
         },
         "/api/streams/{stream_id}/view": {
-            "parameters": [{"name": "stream_id", "in": "path", "required": True, "schema": {"type": "string"}}],
+            "parameters": [
+                {"name": "stream_id", "in": "path", "required": True, "schema": {"type": "string"}}
+            ],
             "post": {
                 "summary": "Watch a stream: WebRTC offer (receive only) in, answer out",
                 "requestBody": {"required": True, **_SDP},

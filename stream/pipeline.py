@@ -96,7 +96,7 @@ class StreamPipeline:
                 crops = np.stack([crop_face(image, track.box, self.config.crop) for track in due])
             with times.measure("classify"):
                 probabilities = self._classify(crops)
-            for track, probability in zip(due, probabilities):
+            for track, probability in zip(due, probabilities, strict=True):
                 self._scorer.update(track.track_id, float(probability), frame.index)
 
         overlays: list[FaceOverlay] = []
@@ -110,7 +110,9 @@ class StreamPipeline:
                     landmarks = self._mesher.landmarks(image, track.track_id, track.box)
                 overlays.append(FaceOverlay(track.track_id, track.box, score.probability, verdict, landmarks))
                 faces.append(
-                    FaceResult(track.track_id, track.box, _state_name(track.state), score.probability, verdict)
+                    FaceResult(
+                        track.track_id, track.box, _state_name(track.state), score.probability, verdict
+                    )
                 )
         with times.measure("draw"):
             draw_overlays(image, overlays, self.config.overlay)

@@ -34,7 +34,9 @@ def load_model(config: ServiceConfig, metrics: Metrics) -> LoadedModel:
     """The serving model: verified before the server starts; a store alias also gets a watcher."""
     reference = parse_model_ref(config.model)
     if isinstance(reference, Path):
-        classifier = verify_candidate(ModelPackage.load(reference), config.device, config.backend, config.threads)
+        classifier = verify_candidate(
+            ModelPackage.load(reference), config.device, config.backend, config.threads
+        )
         holder, watcher = ModelHolder(classifier), None
     else:
         watcher = ModelWatcher(

@@ -32,7 +32,7 @@ from stream.metrics import Metrics, StreamLabels
 from stream.overlay import OverlayConfig
 from stream.pipeline import FrameResult, PipelineConfig, StreamPipeline
 from stream.reload import ModelHolder
-from stream.rtsp import CameraState, RtspCamera, RtspConfig
+from stream.rtsp import RtspCamera, RtspConfig
 from stream.scoring import ScoringConfig
 from stream.timing import StageTimes
 from stream.worker import StreamWorker
@@ -92,7 +92,8 @@ class LiveStream:
     camera: Camera | None = None
     reader: RtspCamera | None = None
     channels: set[Any] = field(default_factory=set)
-    created_at: float = field(default_factory=time.time)
+    reported: Counter[str] = field(default_factory=Counter)
+    """Counts already copied into the metrics (drops, reconnects, decode errors)."""
 
     @property
     def status(self) -> str:
@@ -182,7 +183,9 @@ class LiveService:
             overlay=OverlayConfig(mesh_for=config.mesh_for),  # type: ignore[arg-type]
         )
 
-    def _create_stream(self, stream_id: str, kind: StreamKind, name: str, camera: Camera | None) -> LiveStream:
+    def _create_stream(
+        self, stream_id: str, kind: StreamKind, name: str, camera: Camera | None
+    ) -> LiveStream:
         assert self._loop is not None, "service not started"
         if len(self.streams) >= self.config.max_streams:
             self.metrics.count_rejected("max_streams")
@@ -192,7 +195,9 @@ class LiveService:
         track = AnnotatedTrack(feed, on_sent=lambda seconds: self.metrics.observe_end_to_end(label, seconds))
         pipeline = StreamPipeline(stream_id, self._pipeline_config(), self.batcher.classify)
         holder: dict[str, LiveStream] = {}
-        worker = StreamWorker(pipeline, lambda frame, result: self._on_output(holder["stream"], frame, result))
+        worker = StreamWorker(
+            pipeline, lambda frame, result: self._on_output(holder["stream"], frame, result)
+        )
         stream = LiveStream(stream_id, kind, name, label, worker, feed, track, camera)
         holder["stream"] = stream
         self.streams[stream_id] = stream
@@ -202,11 +207,17 @@ class LiveService:
     def _on_output(self, stream: LiveStream, frame: Frame, result: FrameResult) -> None:
         """Worker thread: publish the annotated frame and the faces; record metrics."""
         stream.feed.publish(frame.image, frame.capture_time)
-        self.metrics.observe_frame(stream.label, result.times)
+        self.metrics.observe_stages(result.times)
         self.metrics.count_frame(stream.label, "processed")
+        for verdict, count in Counter(face.verdict for face in result.faces).items():
+            self.metrics.count_faces(verdict, count)
         if stream.channels and self._loop is not None:
             message = json.dumps(
-                {"stream": stream.stream_id, "frame": result.index, "faces": [face_json(f) for f in result.faces]}
+                {
+                    "stream": stream.stream_id,
+                    "frame": result.index,
+                    "faces": [face_json(f) for f in result.faces],
+                }
             )
             self._loop.call_soon_threadsafe(self._send_faces, stream, message)
 
@@ -224,7 +235,9 @@ class LiveService:
             await asyncio.to_thread(stream.reader.stop)
         await asyncio.to_thread(stream.worker.stop)
         await stream.feed.close()
-        self.labels.release(stream_id)
+        released = self.labels.release(stream_id)
+        if released is not None:
+            self.metrics.forget_stream(released)
 
     # -- cameras -----------------------------------------------------------------------------------------------
     def _start_camera(self, camera: Camera) -> LiveStream:
@@ -234,15 +247,11 @@ class LiveService:
             camera.camera_id,
             camera.url,
             on_frame=stream.worker.submit,
-            on_state=lambda state: self._on_camera_state(stream, state),
             config=reader_config,
+            on_placeholder=lambda frame: stream.feed.publish(frame.image, frame.capture_time),
         )
         stream.reader.start()
         return stream
-
-    def _on_camera_state(self, stream: LiveStream, state: CameraState) -> None:
-        if state == CameraState.RECONNECTING:
-            self.metrics.count_reconnect(stream.label)
 
     async def add_camera(self, name: str, url: str) -> dict[str, Any]:
         camera = Camera.new(name, url)
@@ -266,8 +275,28 @@ class LiveService:
             raise NotFound(f"no stream {stream_id}")
         return stream.describe()
 
-    def state_counts(self) -> Counter[str]:
-        return Counter(stream.status for stream in self.streams.values())
+    def refresh_metrics(self) -> None:
+        """Copy gauges (queues, states, viewers) and new drops, reconnects and decode errors into the metrics."""
+        metrics = self.metrics
+        streams = list(self.streams.values())
+        metrics.set_queue_depth("detect", sum(stream.worker.queue_depth for stream in streams))
+        metrics.set_stream_states(Counter(stream.status for stream in streams))
+        metrics.set_viewers(len(self.peers))
+        for stream in streams:
+            totals = {"dropped_stale": stream.worker.dropped_stale}
+            if stream.reader is not None:
+                stats = stream.reader.stats
+                totals.update(reconnects=stats.reconnects, decode_error=stats.decode_errors)
+            for name, total in totals.items():
+                new = total - stream.reported[name]
+                if new <= 0:
+                    continue
+                stream.reported[name] = total
+                if name == "reconnects":
+                    for _ in range(new):
+                        metrics.count_reconnect(stream.label)
+                else:
+                    metrics.count_frame(stream.label, name, new)
 
     # -- WebRTC ------------------------------------------------------------------------------------------------
     def _new_peer(self) -> RTCPeerConnection:
@@ -352,9 +381,16 @@ class LiveService:
                 video_frame = await track.recv()
             except MediaStreamError:
                 return
+            if not isinstance(video_frame, av.VideoFrame):
+                continue
             stream.worker.submit(
                 WebRtcFrame(
-                    stream.stream_id, index, video_frame, time.monotonic(), config.max_width, config.max_height
+                    stream.stream_id,
+                    index,
+                    video_frame,
+                    time.monotonic(),
+                    config.max_width,
+                    config.max_height,
                 )
             )
             index += 1

@@ -91,7 +91,9 @@ class StreamWorker:
         except Exception:  # noqa: BLE001 - one bad frame must not stop the stream
             self.stats.errors += 1
             if self.stats.errors == 1 or self.stats.errors % 100 == 0:
-                logger.exception("stream %s: frame failed (%d errors so far)", self.stream_id, self.stats.errors)
+                logger.exception(
+                    "stream %s: frame failed (%d errors so far)", self.stream_id, self.stats.errors
+                )
             return
         now = time.monotonic()
         if self.stats.last_frame_at is not None:

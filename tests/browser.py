@@ -1,0 +1,65 @@
+"""Headless Chromium (Debian's /usr/bin/chromium through Playwright) with a face as its fake camera."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+CHROMIUM = "/usr/bin/chromium"
+
+
+def chromium_missing() -> str | None:
+    """Why browser tests cannot run here, or None when they can."""
+    if not Path(CHROMIUM).exists():
+        return f"{CHROMIUM} is not installed (Debian package chromium)"
+    try:
+        import playwright  # noqa: F401
+    except ImportError:
+        return "playwright is not installed"
+    return None
+
+
+def write_y4m(path: Path, image: np.ndarray, frames: int = 30, fps: int = 30) -> Path:
+    """A YUV4MPEG2 clip of `image` (RGB, even size) repeated `frames` times: Chromium's fake camera file."""
+    height, width = image.shape[:2]
+    i420 = cv2.cvtColor(image, cv2.COLOR_RGB2YUV_I420).tobytes()
+    with path.open("wb") as handle:
+        handle.write(f"YUV4MPEG2 W{width} H{height} F{fps}:1 Ip A1:1 C420jpeg\n".encode())
+        for _ in range(frames):
+            handle.write(b"FRAME\n")
+            handle.write(i420)
+    return path
+
+
+def camera_image(face: np.ndarray, size: tuple[int, int] = (640, 480)) -> np.ndarray:
+    """`face` centred on a grey 640x480 canvas, scaled to fit its height."""
+    width, height = size
+    canvas = np.full((height, width, 3), 90, dtype=np.uint8)
+    scale = height / face.shape[0]
+    resized = cv2.resize(face, (int(face.shape[1] * scale) // 2 * 2, height), interpolation=cv2.INTER_AREA)
+    left = (width - resized.shape[1]) // 2
+    canvas[:, left : left + resized.shape[1]] = resized
+    return canvas
+
+
+def chromium_args(fake_camera: Path) -> list[str]:
+    return [
+        "--no-sandbox",
+        "--disable-gpu",
+        "--use-fake-ui-for-media-stream",
+        "--use-fake-device-for-media-stream",
+        f"--use-file-for-fake-video-capture={fake_camera}",
+        "--autoplay-policy=no-user-gesture-required",
+        "--allow-loopback-in-peer-connection",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+    ]
+
+
+def ffmpeg_available() -> bool:
+    return shutil.which("ffmpeg") is not None
