@@ -23,12 +23,26 @@ def keras_model(package: ModelPackage) -> Any:
     """The package's SavedModel as a Keras model, so the baseline can call `model.predict` like the seed did."""
     import tensorflow as tf
 
-    signature = tf.saved_model.load(str(package.saved_model_path)).signatures["serving_default"]
-    input_name = next(iter(signature.structured_input_signature[1]))
+    class ServingLayer(tf.keras.layers.Layer):
+        """The serving signature as a layer that owns the loaded SavedModel.
+
+        The signature holds its variables weakly: whatever calls it must keep the loaded object alive, else the
+        variables are freed and the first call fails ("a function referencing variables which have been
+        deleted").
+        """
+
+        def __init__(self, path: str) -> None:
+            super().__init__(trainable=False)
+            self.loaded = tf.saved_model.load(path)
+            self.signature = self.loaded.signatures["serving_default"]
+            self.input_name = next(iter(self.signature.structured_input_signature[1]))
+
+        def call(self, crops: Any) -> Any:
+            return next(iter(self.signature(**{self.input_name: crops}).values()))
+
     size = package.manifest.crop.size
     inputs = tf.keras.Input(shape=(size, size, 3), dtype=tf.float32)
-    outputs = tf.keras.layers.Lambda(lambda x: next(iter(signature(**{input_name: x}).values())))(inputs)
-    return tf.keras.Model(inputs, outputs)
+    return tf.keras.Model(inputs, ServingLayer(str(package.saved_model_path))(inputs))
 
 
 class SeedPipeline:

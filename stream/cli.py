@@ -6,24 +6,49 @@ import argparse
 import contextlib
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from models.classifier import Classifier, load_classifier
-from models.detector import DetectorConfig
 from models.devices import DEVICE_CHOICES
 from models.errors import FakewebError
 from models.package import DEFAULT_PACKAGE_DIR, ModelPackage
-from stream.overlay import OverlayConfig
-from stream.pipeline import PipelineConfig
 from stream.scoring import ScoringConfig
 
+if TYPE_CHECKING:
+    from stream.pipeline import PipelineConfig
+
 EXIT_ERROR = 2
+VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv")
 
 # `train` and `eval` live in the training package; the CLI is the one place that reaches both sides, and it
 # imports training lazily so serving never loads it.
-TRAINING_COMMANDS = {"train": "training.train"}
+TRAINING_COMMANDS = {"train": "training.train", "eval": "training.evaluate"}
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def open_unit_float(text: str) -> float:
+    """argparse type: a number strictly between 0 and 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1 (exclusive), got {value}")
+    return value
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -33,15 +58,19 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument("--device", default="auto", choices=DEVICE_CHOICES, help="accelerator (default: auto)")
     group.add_argument("--backend", default="auto", choices=("auto", "tflite", "savedmodel"))
-    group.add_argument("--threads", type=int, default=1, help="TFLite CPU threads (default: 1)")
+    group.add_argument("--threads", type=positive_int, default=1, help="TFLite CPU threads (default: 1)")
 
 
 def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("pipeline")
     group.add_argument("--detector-range", default="short", choices=("short", "full"))
-    group.add_argument("--min-confidence", type=float, default=0.5, help="face detector confidence (0-1)")
-    group.add_argument("--detect-every", type=int, default=1, help="run the detector every N frames")
-    group.add_argument("--classify-every", type=int, default=10, help="re-classify each face every K frames")
+    group.add_argument(
+        "--min-confidence", type=open_unit_float, default=0.5, help="face detector confidence (0-1)"
+    )
+    group.add_argument("--detect-every", type=positive_int, default=1, help="run the detector every N frames")
+    group.add_argument(
+        "--classify-every", type=positive_int, default=10, help="re-classify each face every K frames"
+    )
     group.add_argument(
         "--mesh-for",
         default="manipulated",
@@ -56,6 +85,11 @@ def load_model(args: argparse.Namespace) -> Classifier:
 
 
 def pipeline_config(args: argparse.Namespace, classifier: Classifier) -> PipelineConfig:
+    # Imported here: MediaPipe imports TensorFlow, which usage errors and --help should not wait for.
+    from models.detector import DetectorConfig
+    from stream.overlay import OverlayConfig
+    from stream.pipeline import PipelineConfig
+
     manifest = classifier.package.manifest
     return PipelineConfig(
         crop=manifest.crop,
@@ -66,7 +100,28 @@ def pipeline_config(args: argparse.Namespace, classifier: Classifier) -> Pipelin
     )
 
 
+def check_input(path: Path) -> None:
+    """Fail fast, before the model loads, when `path` is not a readable video (InputError)."""
+    from stream.file_source import FileSource
+
+    FileSource(path).close()
+
+
+def check_output(path: Path, suffixes: Sequence[str] | None, input_path: Path) -> None:
+    """Fail before any work when `path` cannot be written as asked, or would overwrite the input."""
+    if not path.parent.is_dir():
+        raise FakewebError(f"output folder not found: {path.parent}")
+    if suffixes is not None and path.suffix.lower() not in suffixes:
+        raise FakewebError(f"{path}: the output video must end in {', '.join(suffixes)}")
+    if path.exists() and path.resolve() == input_path.resolve():
+        raise FakewebError(f"{path}: the output would overwrite the input")
+
+
 def _run(args: argparse.Namespace) -> int:
+    check_input(Path(args.input))
+    check_output(Path(args.output), VIDEO_SUFFIXES, Path(args.input))
+    if args.results:
+        check_output(Path(args.results), None, Path(args.input))
     from stream.metrics import Metrics, start_metrics_server
     from stream.run_file import annotate_file
 
@@ -91,6 +146,9 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
+    check_input(Path(args.clip))
+    if args.json:
+        check_output(Path(args.json), None, Path(args.clip))
     from stream.bench import run_bench
 
     classifier = load_model(args)
@@ -177,7 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = commands.add_parser("bench", help="per-stage timings on a clip, against the seed design")
     bench.add_argument("clip", help="video clip to benchmark on")
-    bench.add_argument("--frames", type=int, default=300, help="frames to process (default: 300)")
+    bench.add_argument("--frames", type=positive_int, default=300, help="frames to process (default: 300)")
     bench.add_argument("--no-baseline", action="store_true", help="skip the seed-design baseline")
     bench.add_argument("--json", help="also write the results as JSON to this file")
     add_model_arguments(bench)
@@ -197,7 +255,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _report_errors(handler: Callable[[], int]) -> int:
     try:
         return int(handler())
-    except FakewebError as exc:
+    except (FakewebError, OSError) as exc:
+        # OSError: files and sockets the environment refuses (permissions, full disk, port in use).
         print(f"fakeweb: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
@@ -206,6 +265,8 @@ def _report_errors(handler: Callable[[], int]) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # TensorFlow's C++ INFO lines (oneDNN, CPU features) would bury the one-line errors; warnings still show.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
     arguments = list(sys.argv[1:] if argv is None else argv)
     if arguments and arguments[0] in TRAINING_COMMANDS:
         training_main = importlib.import_module(TRAINING_COMMANDS[arguments[0]]).main

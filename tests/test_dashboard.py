@@ -20,7 +20,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 import yaml
 from clips import moving_face_clip
@@ -316,25 +315,6 @@ def test_dockerfile_and_documented_ports() -> None:
 
 
 # -- the real thing ------------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def tiny_package(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A minimal model package (a few hundred weights): fast to export and to run."""
-    import tensorflow as tf
-
-    from models.preprocess import CropSpec
-    from training.export import export_package
-
-    tf.keras.utils.set_random_seed(0)
-    inputs = tf.keras.Input((32, 32, 3))
-    x = tf.keras.layers.Rescaling(1.0 / 255.0)(inputs)
-    x = tf.keras.layers.Conv2D(4, 3, strides=2, activation="relu")(x)
-    x = tf.keras.layers.GlobalAveragePooling2D()(x)
-    model = tf.keras.Model(inputs, tf.keras.layers.Dense(1, activation="sigmoid")(x))
-    out = tmp_path_factory.mktemp("model") / "tiny"
-    export_package(model, out, CropSpec(32), 0.5, "tiny", {}, {}, np.zeros((1, 32, 32, 3), np.float32))
-    return out
 
 
 class PrometheusApi:

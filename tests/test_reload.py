@@ -1,7 +1,8 @@
 """Model holder, candidate verification and hot reload from real stores: a local folder and S3 (moto).
 
-Packages are real: a tiny Keras model exported by `training.export`, cloned under new versions (and damaged on
-purpose) with manifests whose checksums are valid, so only verification can catch the damage.
+Packages are real: conftest's `tiny_package` (a tiny Keras model exported by `training.export`), cloned under new
+versions (and damaged on purpose) with manifests whose checksums are valid, so only verification can catch the
+damage.
 """
 
 from __future__ import annotations
@@ -41,19 +42,6 @@ from training.export import export_package
 
 SIZE = 32
 DUMMY_KEYS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
-
-
-@pytest.fixture(scope="session")
-def base_package(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A real 32x32 package (conv -> global pooling -> sigmoid), exported once."""
-    tf.keras.utils.set_random_seed(0)
-    inputs = tf.keras.Input((SIZE, SIZE, 3), name="crops")
-    features = tf.keras.layers.Conv2D(4, 3, activation="relu")(tf.keras.layers.Rescaling(1 / 255)(inputs))
-    pooled = tf.keras.layers.GlobalAveragePooling2D()(features)
-    model = tf.keras.Model(inputs, tf.keras.layers.Dense(1, activation="sigmoid")(pooled))
-    check = np.random.default_rng(0).uniform(0, 255, (2, SIZE, SIZE, 3)).astype(np.float32)
-    out = tmp_path_factory.mktemp("reload") / "base"
-    return export_package(model, out, CropSpec(size=SIZE), 0.5, "tiny-conv", {}, {}, check).path
 
 
 def clone(
@@ -215,8 +203,8 @@ def test_reference_face_is_an_rgb_face_crop() -> None:
 
 
 @pytest.mark.parametrize("backend", ["tflite", "savedmodel"])
-def test_verify_candidate_accepts_a_good_package(base_package: Path, backend: str) -> None:
-    classifier = verify_candidate(ModelPackage.load(base_package), device="cpu", backend=backend)
+def test_verify_candidate_accepts_a_good_package(tiny_package: Path, backend: str) -> None:
+    classifier = verify_candidate(ModelPackage.load(tiny_package), device="cpu", backend=backend)
     assert classifier.backend == backend
     probability = classifier.predict(face_batch())
     assert probability.shape == (1,) and 0.0 <= probability[0] <= 1.0
@@ -224,17 +212,17 @@ def test_verify_candidate_accepts_a_good_package(base_package: Path, backend: st
 
 @pytest.mark.parametrize("backend", ["tflite", "savedmodel"])
 def test_verify_candidate_rejects_a_manifest_input_size_the_model_does_not_take(
-    base_package: Path, tmp_path: Path, backend: str
+    tiny_package: Path, tmp_path: Path, backend: str
 ) -> None:
-    package = ModelPackage.load(clone(base_package, tmp_path, "v9", crop=CropSpec(size=48)))
+    package = ModelPackage.load(clone(tiny_package, tmp_path, "v9", crop=CropSpec(size=48)))
     with pytest.raises(
         ModelPackageError, match=rf"declares input size 48 but the {backend} model takes .*32, 32"
     ):
         verify_candidate(package, device="cpu", backend=backend)
 
 
-def test_verify_candidate_rejects_unloadable_bytes(base_package: Path, tmp_path: Path) -> None:
-    package = ModelPackage.load(clone(base_package, tmp_path, "v9", tflite=b"not a flatbuffer " * 64))
+def test_verify_candidate_rejects_unloadable_bytes(tiny_package: Path, tmp_path: Path) -> None:
+    package = ModelPackage.load(clone(tiny_package, tmp_path, "v9", tflite=b"not a flatbuffer " * 64))
     with pytest.raises(ModelPackageError, match="cannot load TFLite model"):
         verify_candidate(package, device="cpu", backend="tflite")
 
@@ -249,8 +237,8 @@ def test_verify_candidate_rejects_an_output_that_is_not_a_probability(tmp_path: 
         verify_candidate(package, device="cpu")
 
 
-def test_model_holder_swaps_atomically(base_package: Path) -> None:
-    first = verify_candidate(ModelPackage.load(base_package), device="cpu")
+def test_model_holder_swaps_atomically(tiny_package: Path) -> None:
+    first = verify_candidate(ModelPackage.load(tiny_package), device="cpu")
     holder = ModelHolder(first)
     assert (holder.current, holder.backend, holder.device) == (first, "tflite", "cpu")
     assert holder.describe() == {
@@ -262,33 +250,33 @@ def test_model_holder_swaps_atomically(base_package: Path) -> None:
         "threshold": 0.5,
         "created_at": first.package.manifest.created_at,
     }
-    second = verify_candidate(ModelPackage.load(base_package), device="cpu")
+    second = verify_candidate(ModelPackage.load(tiny_package), device="cpu")
     assert holder.swap(second) is first
     assert holder.current is second and holder.version == second.version
 
 
 def test_hot_reload_follows_the_alias_and_rejects_bad_versions(
     store: ModelStore,
-    base_package: Path,
+    tiny_package: Path,
     tmp_path: Path,
     make_watcher: Callable[..., tuple[ModelWatcher, Events]],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    store.publish(clone(base_package, tmp_path, "v1"), aliases=("production",))
+    store.publish(clone(tiny_package, tmp_path, "v1"), aliases=("production",))
     watcher, events = make_watcher(store)
     holder = watcher.load_initial()
     assert holder.version == "v1"
     watcher.start()
 
-    store.publish(clone(base_package, tmp_path, "v2"), aliases=("production",))
+    store.publish(clone(tiny_package, tmp_path, "v2"), aliases=("production",))
     wait_until(lambda: holder.version == "v2")
     assert events.swaps == ["v2"]
     assert holder.current.predict(face_batch()).shape == (1,)
 
     bad = {
-        "v3": clone(base_package, tmp_path, "v3", tflite=b"not a flatbuffer " * 64),
-        "v4": clone(base_package, tmp_path, "v4", crop=CropSpec(size=48)),
-        "v5": clone(base_package, tmp_path, "v5", crop=CropSpec(size=SIZE, margin=0.4)),
+        "v3": clone(tiny_package, tmp_path, "v3", tflite=b"not a flatbuffer " * 64),
+        "v4": clone(tiny_package, tmp_path, "v4", crop=CropSpec(size=48)),
+        "v5": clone(tiny_package, tmp_path, "v5", crop=CropSpec(size=SIZE, margin=0.4)),
     }
     for index, package in enumerate(bad.values()):
         store.publish(package, aliases=("production",))
@@ -310,7 +298,7 @@ def test_hot_reload_follows_the_alias_and_rejects_bad_versions(
     assert len(rejected_logs) == 3
     assert holder.current.predict(face_batch()).shape == (1,)
 
-    store.publish(clone(base_package, tmp_path, "v6"), aliases=("production",))
+    store.publish(clone(tiny_package, tmp_path, "v6"), aliases=("production",))
     wait_until(lambda: holder.version == "v6")
     assert events.swaps == ["v2", "v6"]
     assert (watcher.stats.swaps, watcher.stats.rejections, watcher.stats.store_failures) == (2, 3, 0)
@@ -320,17 +308,17 @@ def test_hot_reload_follows_the_alias_and_rejects_bad_versions(
     assert time.monotonic() - started < 1.0
 
 
-def test_each_poll_reports_what_it_did(base_package: Path, tmp_path: Path) -> None:
+def test_each_poll_reports_what_it_did(tiny_package: Path, tmp_path: Path) -> None:
     root = tmp_path / "store"
     store = open_store(str(root))
-    store.publish(clone(base_package, tmp_path, "v1"), aliases=("production",))
+    store.publish(clone(tiny_package, tmp_path, "v1"), aliases=("production",))
     watcher = ModelWatcher(store, "production", tmp_path / "cache", device="cpu")
     holder = watcher.load_initial()
     assert watcher.poll() is PollOutcome.UNCHANGED
-    store.publish(clone(base_package, tmp_path, "v2"), aliases=("production",))
+    store.publish(clone(tiny_package, tmp_path, "v2"), aliases=("production",))
     assert (watcher.poll(), holder.version) == (PollOutcome.SWAPPED, "v2")
     store.publish(
-        clone(base_package, tmp_path, "v3", tflite=b"not a flatbuffer " * 64), aliases=("production",)
+        clone(tiny_package, tmp_path, "v3", tflite=b"not a flatbuffer " * 64), aliases=("production",)
     )
     assert (watcher.poll(), watcher.poll(), holder.version) == (
         PollOutcome.REJECTED,
@@ -344,7 +332,7 @@ def test_each_poll_reports_what_it_did(base_package: Path, tmp_path: Path) -> No
     assert watcher.stats == WatcherStats(polls=6, swaps=2, rejections=1, store_failures=1)
 
 
-def test_load_initial_needs_a_good_model(base_package: Path, tmp_path: Path) -> None:
+def test_load_initial_needs_a_good_model(tiny_package: Path, tmp_path: Path) -> None:
     store = open_store(str(tmp_path / "store"))
     watcher = ModelWatcher(store, "production", tmp_path / "cache", device="cpu")
     with pytest.raises(ModelStoreError, match="no alias 'production'"):
@@ -352,21 +340,21 @@ def test_load_initial_needs_a_good_model(base_package: Path, tmp_path: Path) -> 
     with pytest.raises(RuntimeError, match="load_initial"):
         watcher.start()
     store.publish(
-        clone(base_package, tmp_path, "v1", tflite=b"not a flatbuffer " * 64), aliases=("production",)
+        clone(tiny_package, tmp_path, "v1", tflite=b"not a flatbuffer " * 64), aliases=("production",)
     )
     with pytest.raises(ModelPackageError, match="cannot load TFLite model"):
         watcher.load_initial()
 
 
 def test_store_outage_keeps_serving_backs_off_and_warns_once(
-    base_package: Path,
+    tiny_package: Path,
     tmp_path: Path,
     make_watcher: Callable[..., tuple[ModelWatcher, Events]],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     root = tmp_path / "store"
     store = open_store(str(root))
-    store.publish(clone(base_package, tmp_path, "v1"), aliases=("production",))
+    store.publish(clone(tiny_package, tmp_path, "v1"), aliases=("production",))
     watcher, events = make_watcher(store, interval=0.02, max_interval=0.16)
     holder = watcher.load_initial()
     watcher.start()
@@ -382,7 +370,7 @@ def test_store_outage_keeps_serving_backs_off_and_warns_once(
     assert len(warnings) == 1 and "still serving v1" in warnings[0].message
 
     (tmp_path / "store-away").rename(root)
-    store.publish(clone(base_package, tmp_path, "v2"), aliases=("production",))
+    store.publish(clone(tiny_package, tmp_path, "v2"), aliases=("production",))
     wait_until(lambda: holder.version == "v2", timeout=5)
     assert any("reachable again" in r.message for r in caplog.records)
     polls = watcher.stats.polls
@@ -393,7 +381,7 @@ def test_store_outage_keeps_serving_backs_off_and_warns_once(
 
 @pytest.mark.usefixtures("aws_env")
 def test_s3_outage_keeps_serving_and_recovers(
-    base_package: Path,
+    tiny_package: Path,
     tmp_path: Path,
     make_watcher: Callable[..., tuple[ModelWatcher, Events]],
     caplog: pytest.LogCaptureFixture,
@@ -403,7 +391,7 @@ def test_s3_outage_keeps_serving_and_recovers(
     server = start_moto(port)
     try:
         store = s3_store(endpoint)
-        store.publish(clone(base_package, tmp_path, "v1"), aliases=("production",))
+        store.publish(clone(tiny_package, tmp_path, "v1"), aliases=("production",))
         watcher, events = make_watcher(store, interval=0.05, max_interval=0.2)
         holder = watcher.load_initial()
         watcher.start()
@@ -417,7 +405,7 @@ def test_s3_outage_keeps_serving_and_recovers(
 
         server = start_moto(port)  # moto keeps its buckets in the process: the store comes back as it was
         open_store(store.url, endpoint_url=endpoint).publish(
-            clone(base_package, tmp_path, "v2"), aliases=("production",)
+            clone(tiny_package, tmp_path, "v2"), aliases=("production",)
         )
         wait_until(lambda: holder.version == "v2")
         assert events.swaps == ["v2"] and events.rejects == []
