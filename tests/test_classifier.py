@@ -21,7 +21,7 @@ from models.classifier import (
 )
 from models.devices import gpu_available, hpu_available, select_device
 from models.errors import DeviceError, ModelPackageError
-from models.package import ModelPackage
+from models.package import DEFAULT_PACKAGE_DIR, ModelPackage, load_default_package
 from models.preprocess import CropSpec
 from training.export import export_package
 
@@ -76,6 +76,16 @@ def test_padded_and_chunked_batches_match_single_runs(
     np.testing.assert_allclose(classifier.predict(crops), singles, atol=1e-5)
 
 
+@pytest.mark.skipif(not (DEFAULT_PACKAGE_DIR / "manifest.json").is_file(), reason="no shipped default model")
+def test_shipped_default_package_loads_and_backends_agree() -> None:
+    package = load_default_package()
+    size = package.manifest.crop.size
+    crops = np.random.default_rng(2).integers(0, 256, size=(3, size, size, 3)).astype(np.uint8)
+    lite = TFLiteClassifier(package).predict(crops)
+    np.testing.assert_allclose(lite, SavedModelClassifier(package, "cpu").predict(crops), atol=1e-4)
+    assert 0.0 < package.manifest.threshold < 1.0 and "auc" in package.manifest.metrics["test"]
+
+
 def test_bucket_helpers() -> None:
     assert [bucket_for(n) for n in (1, 2, 3, 5, 32, 40)] == [1, 2, 4, 8, 32, BATCH_BUCKETS[-1]]
     padded = pad_batch(np.ones((3, 2, 2, 3), np.float32), 4)
@@ -102,6 +112,13 @@ def edit_manifest(change: Callable[[dict], None]) -> Callable[[Path], None]:
     return apply
 
 
+def edit_text(text: str) -> Callable[[Path], None]:
+    def apply(folder: Path) -> None:
+        (folder / "manifest.json").write_text(text)
+
+    return apply
+
+
 TAMPERINGS: dict[str, Callable[[Path], None]] = {
     "corrupt tflite": corrupt_tflite,
     "wrong checksum": edit_manifest(lambda d: d["files"].update({"model.tflite": "0" * 64})),
@@ -109,7 +126,7 @@ TAMPERINGS: dict[str, Callable[[Path], None]] = {
     "bad threshold": edit_manifest(lambda d: d.update({"threshold": 1.5})),
     "future format": edit_manifest(lambda d: d.update({"format_version": 99})),
     "no input": edit_manifest(lambda d: d.pop("input")),
-    "not json": lambda folder: (folder / "manifest.json").write_text("{"),
+    "not json": edit_text("{"),
 }
 
 

@@ -1,4 +1,4 @@
-"""Training: metric helpers against scikit-learn, augmentation, and a tiny end-to-end run of `main`."""
+"""Training: evaluation per difficulty, augmentation, and a tiny end-to-end run of `main`."""
 
 from __future__ import annotations
 
@@ -10,36 +10,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from skimage import data as skdata
-from sklearn.metrics import log_loss as sk_log_loss
-from sklearn.metrics import roc_auc_score
 
 from models.classifier import load_classifier
 from models.package import ModelPackage
 from training import train
-
-
-def test_roc_auc_matches_sklearn_with_ties() -> None:
-    rng = np.random.default_rng(0)
-    labels = rng.integers(0, 2, size=200)
-    scores = np.round(rng.uniform(size=200) + 0.3 * labels, 1)  # rounding makes many ties
-    assert train.roc_auc(labels, scores) == pytest.approx(roc_auc_score(labels, scores), abs=1e-12)
-    assert np.isnan(train.roc_auc(np.ones(5), np.arange(5)))
-
-
-def test_log_loss_matches_sklearn() -> None:
-    rng = np.random.default_rng(1)
-    labels = rng.integers(0, 2, size=100)
-    probabilities = rng.uniform(0.01, 0.99, size=100)
-    assert train.log_loss(labels, probabilities) == pytest.approx(sk_log_loss(labels, probabilities))
-    assert np.isfinite(train.log_loss(np.array([1, 0]), np.array([0.0, 1.0])))
-
-
-def test_threshold_maximises_balanced_accuracy() -> None:
-    labels = np.array([0, 0, 0, 0, 1, 1])
-    scores = np.array([0.1, 0.2, 0.3, 0.6, 0.7, 0.8])
-    assert train.choose_threshold(labels, scores) == pytest.approx(0.65)
-    assert train.choose_threshold(np.ones(3), scores[:3]) == 0.5
-    assert train.choose_threshold(labels, np.full(6, 0.3)) == 0.5
 
 
 def test_evaluate_reports_per_difficulty() -> None:

@@ -19,7 +19,6 @@ from typing import Any
 
 import numpy as np
 import tensorflow as tf
-from scipy.stats import rankdata
 
 from models.detector import DetectorConfig, FaceDetector
 from models.errors import FakewebError
@@ -37,6 +36,7 @@ from training.data import (
     subsample,
 )
 from training.export import export_package
+from training.metrics import choose_threshold, roc_auc, summarize
 
 READERS = {"ciplab": read_ciplab, "folders": read_real_fake_folders}
 CHECK_BATCH_SIZE = 16
@@ -44,7 +44,6 @@ EVAL_BATCH_SIZE = 64
 SHIFT_FRACTION = 0.06
 BRIGHTNESS_DELTA = 0.08 * 255.0
 CONTRAST_RANGE = (0.85, 1.15)
-LOG_LOSS_EPS = 1e-7
 
 
 class TrainingError(FakewebError):
@@ -77,68 +76,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
-    """Area under the ROC curve (Mann-Whitney U with tied ranks averaged); NaN without both classes."""
-    labels = np.asarray(labels).astype(bool)
-    positives, negatives = int(labels.sum()), int((~labels).sum())
-    if positives == 0 or negatives == 0:
-        return float("nan")
-    ranks = rankdata(np.asarray(scores, dtype=np.float64))
-    return float((ranks[labels].sum() - positives * (positives + 1) / 2.0) / (positives * negatives))
-
-
-def log_loss(labels: np.ndarray, probabilities: np.ndarray) -> float:
-    """Mean binary cross-entropy with probabilities clipped to [1e-7, 1 - 1e-7]."""
-    p = np.clip(np.asarray(probabilities, dtype=np.float64), LOG_LOSS_EPS, 1.0 - LOG_LOSS_EPS)
-    y = np.asarray(labels, dtype=np.float64)
-    return float(-np.mean(y * np.log(p) + (1.0 - y) * np.log(1.0 - p)))
-
-
-def choose_threshold(labels: np.ndarray, scores: np.ndarray) -> float:
-    """Threshold maximising Youden's J (TPR - FPR, i.e. balanced accuracy); `score >= threshold` means fake.
-
-    Candidates are midpoints between consecutive distinct scores; 0.5 when a class is missing.
-    """
-    labels = np.asarray(labels).astype(bool)
-    if labels.all() or not labels.any():
-        return 0.5
-    distinct = np.unique(np.asarray(scores, dtype=np.float64))
-    if len(distinct) == 1:
-        return 0.5
-    candidates = (distinct[:-1] + distinct[1:]) / 2.0
-    predicted = scores[None, :] >= candidates[:, None]
-    tpr = (predicted & labels).sum(axis=1) / labels.sum()
-    fpr = (predicted & ~labels).sum(axis=1) / (~labels).sum()
-    return float(np.clip(candidates[int(np.argmax(tpr - fpr))], 1e-6, 1.0 - 1e-6))
-
-
 def evaluate(
     labels: np.ndarray, probabilities: np.ndarray, threshold: float, difficulties: list[str | None]
 ) -> dict[str, Any]:
-    """AUC, accuracy, balanced accuracy and log loss at `threshold`; AUC per fake difficulty vs all reals."""
-    labels = np.asarray(labels).astype(bool)
-    predicted = probabilities >= threshold
-    tpr = float((predicted & labels).sum() / max(1, labels.sum()))
-    tnr = float((~predicted & ~labels).sum() / max(1, (~labels).sum()))
-    result: dict[str, Any] = {
-        "n_real": int((~labels).sum()),
-        "n_fake": int(labels.sum()),
-        "auc": roc_auc(labels, probabilities),
-        "accuracy": float((predicted == labels).mean()),
-        "balanced_accuracy": (tpr + tnr) / 2.0,
-        "true_positive_rate": tpr,
-        "true_negative_rate": tnr,
-        "log_loss": log_loss(labels, probabilities),
-    }
+    """`training.metrics.summarize` at `threshold`, plus AUC and detection rate per fake difficulty vs all reals."""
+    result = summarize(labels, probabilities, threshold)
+    fake = np.asarray(labels).astype(bool)
     tags = np.array([d or "" for d in difficulties])
     per_difficulty = {}
     for tag in DIFFICULTIES:
-        chosen = ~labels | (tags == tag)
-        if (labels & (tags == tag)).any():
+        tagged = fake & (tags == tag)
+        if tagged.any():
+            chosen = ~fake | tagged
             per_difficulty[tag] = {
-                "n_fake": int((labels & (tags == tag)).sum()),
-                "auc": roc_auc(labels[chosen], probabilities[chosen]),
-                "true_positive_rate": float(predicted[labels & (tags == tag)].mean()),
+                "n_fake": int(tagged.sum()),
+                "auc": roc_auc(fake[chosen], probabilities[chosen]),
+                "true_positive_rate": float(np.mean(probabilities[tagged] >= threshold)),
             }
     if per_difficulty:
         result["per_difficulty"] = per_difficulty
@@ -358,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="fakeweb train", description=__doc__.splitlines()[0])
     add_arguments(parser)
     args = parser.parse_args(argv)
-    command = None if argv is None else shlex.join(["python", "-m", "training.train", *argv])
+    command = shlex.join(["python", "-m", "training.train", *(sys.argv[1:] if argv is None else argv)])
     try:
         return run(args, command)
     except (FakewebError, FileExistsError) as exc:
