@@ -30,8 +30,10 @@ class AnnotatedFeed:
     def publish(self, image: np.ndarray, capture_time: float) -> None:
         """Thread-safe: make `image` (RGB uint8) the frame every viewer sends next."""
         frame = av.VideoFrame.from_ndarray(image, format="rgb24")
-        if not self._loop.is_closed():
+        try:
             self._loop.call_soon_threadsafe(self._set, frame, capture_time)
+        except RuntimeError:  # the loop closed at shutdown: nobody is watching any more
+            pass
 
     def _set(self, frame: av.VideoFrame, capture_time: float) -> None:
         self._frame, self._capture_time = frame, capture_time

@@ -341,6 +341,8 @@ class ModelWatcher:
             self._failures = 0
 
     def _reject(self, key: tuple[str, str], reason: str) -> PollOutcome:
+        # One log line per rejection, even when TensorFlow's message has several.
+        reason = " ".join(reason.split())
         self._rejected = key
         self._stats = replace(self._stats, rejections=self._stats.rejections + 1)
         logger.error(

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,8 +78,22 @@ async def _refresh_metrics(service: LiveService, metrics: Metrics, period: float
         await asyncio.sleep(period)
 
 
-async def run_service(config: ServiceConfig, stop: asyncio.Event | None = None) -> None:
-    """Serve until `stop` is set or SIGINT/SIGTERM arrives; then close peers, readers, workers, watcher."""
+@dataclass
+class RunningService:
+    """What `serving` started: the service (streams, peers) and its metrics, reachable at `url`."""
+
+    service: LiveService
+    metrics: Metrics
+    url: str
+
+
+@asynccontextmanager
+async def serving(config: ServiceConfig) -> AsyncIterator[RunningService]:
+    """Load the model, start the service, the web server and the model watcher; on exit stop all of them.
+
+    Shutdown order: the model watcher, then the web server (no new requests), then the service (peers closed,
+    camera readers and stream workers joined, the batcher stopped last, once no worker can call it).
+    """
     if config.loopback_ice:
         use_loopback_ice()
     metrics = Metrics()
@@ -87,23 +103,36 @@ async def run_service(config: ServiceConfig, stop: asyncio.Event | None = None) 
     app = create_app(service, metrics_handler(metrics.registry))
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
-    site = web.TCPSite(runner, config.host, config.port)
-    await site.start()
-    if loaded.watcher is not None:
-        loaded.watcher.start()
-    refresher = asyncio.ensure_future(_refresh_metrics(service, metrics))
-    stop = stop or asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
-    print(f"FakeWeb Live on http://{config.host}:{config.port}/ (model {loaded.holder.version})", flush=True)
+    refresher: asyncio.Task[None] | None = None
     try:
-        await stop.wait()
+        site = web.TCPSite(runner, config.host, config.port)
+        await site.start()
+        if loaded.watcher is not None:
+            loaded.watcher.start()
+        refresher = asyncio.ensure_future(_refresh_metrics(service, metrics))
+        yield RunningService(service, metrics, f"http://{config.host}:{config.port}")
     finally:
         logger.info("shutting down")
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(signum)
-        refresher.cancel()
+        if refresher is not None:
+            refresher.cancel()
+            await asyncio.gather(refresher, return_exceptions=True)
         if loaded.watcher is not None:
             await asyncio.to_thread(loaded.watcher.stop)
         await runner.cleanup()
+        logger.info("stopped")
+
+
+async def run_service(config: ServiceConfig, stop: asyncio.Event | None = None) -> None:
+    """Serve until `stop` is set or SIGINT/SIGTERM arrives; then close peers, readers, workers, watcher."""
+    stop = stop or asyncio.Event()
+    async with serving(config) as running:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        try:
+            version = running.service.holder.version
+            print(f"FakeWeb Live on {running.url}/ (model {version})", flush=True)
+            await stop.wait()
+        finally:
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(signum)

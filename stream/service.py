@@ -91,6 +91,8 @@ class LiveStream:
     track: AnnotatedTrack
     camera: Camera | None = None
     reader: RtspCamera | None = None
+    peers: set[RTCPeerConnection] = field(default_factory=set)
+    """Peer connections receiving this stream's annotated video (its own browser's, and viewers')."""
     channels: set[Any] = field(default_factory=set)
     reported: Counter[str] = field(default_factory=Counter)
     """Counts already copied into the metrics (drops, reconnects, decode errors)."""
@@ -113,7 +115,7 @@ class LiveStream:
             "frames_received": stats.received,
             "frames_processed": stats.processed,
             "frames_dropped": self.worker.dropped_stale,
-            "viewers": len(self.channels),
+            "viewers": len(self.peers),
             "faces": [face_json(face) for face in stats.faces],
         }
 
@@ -149,6 +151,7 @@ class LiveService:
         self.peers: set[RTCPeerConnection] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._removals: set[asyncio.Future[None]] = set()
 
     # -- lifecycle ---------------------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -158,10 +161,18 @@ class LiveService:
             self._start_camera(camera)
 
     async def close(self) -> None:
-        """Close every peer, stop readers and workers, then the batcher: nothing is left running."""
+        """Close every peer, stop readers and workers, then the batcher: nothing is left running.
+
+        Streams stop in parallel (a camera blocked on a silent server takes a few seconds to give up), and
+        removals that closing peers started elsewhere are awaited too, so the batcher stops only once no
+        worker can call it.
+        """
         await asyncio.gather(*(peer.close() for peer in list(self.peers)), return_exceptions=True)
-        for stream_id in list(self.streams):
-            await self._remove_stream(stream_id)
+        self.peers.clear()
+        await asyncio.gather(
+            *(self._remove_stream(sid) for sid in list(self.streams)), return_exceptions=True
+        )
+        await asyncio.gather(*list(self._removals), return_exceptions=True)
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -219,7 +230,10 @@ class LiveService:
                     "faces": [face_json(f) for f in result.faces],
                 }
             )
-            self._loop.call_soon_threadsafe(self._send_faces, stream, message)
+            try:
+                self._loop.call_soon_threadsafe(self._send_faces, stream, message)
+            except RuntimeError:  # the loop closed at shutdown
+                pass
 
     @staticmethod
     def _send_faces(stream: LiveStream, message: str) -> None:
@@ -228,14 +242,23 @@ class LiveService:
                 channel.send(message)
 
     async def _remove_stream(self, stream_id: str) -> None:
+        """Forget the stream at once and stop it; `close` awaits removals still running when it is called."""
         stream = self.streams.pop(stream_id, None)
         if stream is None:
             return
+        removal = asyncio.ensure_future(self._stop_stream(stream))
+        self._removals.add(removal)
+        removal.add_done_callback(self._removals.discard)
+        await asyncio.shield(removal)
+
+    async def _stop_stream(self, stream: LiveStream) -> None:
+        """Stop the reader and the worker, end the video of every peer watching, close their connections."""
         if stream.reader is not None:
             await asyncio.to_thread(stream.reader.stop)
         await asyncio.to_thread(stream.worker.stop)
         await stream.feed.close()
-        released = self.labels.release(stream_id)
+        await asyncio.gather(*(self._close_peer(peer) for peer in list(stream.peers)), return_exceptions=True)
+        released = self.labels.release(stream.stream_id)
         if released is not None:
             self.metrics.forget_stream(released)
 
@@ -319,6 +342,8 @@ class LiveService:
 
     async def _close_peer(self, peer: RTCPeerConnection) -> None:
         self.peers.discard(peer)
+        for stream in self.streams.values():
+            stream.peers.discard(peer)
         await peer.close()
 
     async def browser_offer(self, offer: RTCSessionDescription) -> RTCSessionDescription:
@@ -330,7 +355,7 @@ class LiveService:
         except LimitReached:
             await self._close_peer(peer)
             raise
-        self._attach_channels(peer, stream)
+        self._attach(peer, stream)
 
         @peer.on("track")
         def on_track(track: MediaStreamTrack) -> None:
@@ -343,7 +368,6 @@ class LiveService:
                 await self._close_peer(peer)
                 await self._remove_stream(stream_id)
 
-        peer.addTrack(self.relay.subscribe(stream.track, buffered=False))
         try:
             return await self._answer(peer, offer)
         except BadOffer:
@@ -356,21 +380,25 @@ class LiveService:
         if stream is None:
             raise NotFound(f"no stream {stream_id}")
         peer = self._new_peer()
-        self._attach_channels(peer, stream)
+        self._attach(peer, stream)
 
         @peer.on("connectionstatechange")
         async def on_state() -> None:
             if peer.connectionState in ("failed", "closed"):
                 await self._close_peer(peer)
 
-        peer.addTrack(self.relay.subscribe(stream.track, buffered=False))
         return await self._answer(peer, offer)
 
-    def _attach_channels(self, peer: RTCPeerConnection, stream: LiveStream) -> None:
+    def _attach(self, peer: RTCPeerConnection, stream: LiveStream) -> None:
+        """Send `stream`'s annotated video to `peer`, and its face verdicts on the data channels it opens."""
+
         @peer.on("datachannel")
         def on_channel(channel: Any) -> None:
             stream.channels.add(channel)
             channel.on("close", lambda: stream.channels.discard(channel))
+
+        stream.peers.add(peer)
+        peer.addTrack(self.relay.subscribe(stream.track, buffered=False))
 
     async def _receive(self, stream: LiveStream, track: MediaStreamTrack) -> None:
         """Drain the browser's track as fast as frames arrive (aiortc's queues are unbounded)."""

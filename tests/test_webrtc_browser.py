@@ -1,4 +1,5 @@
-"""A real browser (headless Chromium) sends its webcam to `fakeweb serve` and gets annotated video and verdicts.
+"""A real browser (headless Chromium) sends its webcam to `fakeweb serve` and gets annotated video and verdicts;
+it also watches an RTSP camera of the server (a real GStreamer RTSP server) from the page's camera list.
 
 The fake camera is the astronaut photo from scikit-image (a real face). The server is a real child process
 with loopback ICE on both sides (see ../shared/TESTING.md: loopback-only hosts never connect otherwise).
@@ -7,12 +8,16 @@ with loopback ICE on both sides (see ../shared/TESTING.md: loopback-only hosts n
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from browser import camera_image, chromium_args, chromium_missing, write_y4m
+from clips import ClipTruth
+from live_helpers import add_camera, stream, wait_for
+from rtsp_server import RtspTestServer, gst_rtsp_missing
 from server_process import ServerProcess
 from skimage import data
 
@@ -35,13 +40,16 @@ async def _run_page(server: ServerProcess, fake_camera: Path, seconds: float) ->
     from playwright.async_api import async_playwright
 
     async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path="/usr/bin/chromium", args=chromium_args(fake_camera))
+        browser = await playwright.chromium.launch(
+            executable_path="/usr/bin/chromium", args=chromium_args(fake_camera)
+        )
         try:
             page = await browser.new_page()
             await page.goto(server.url + "/")
             await page.click("#start")
             await page.wait_for_function(
-                "window.fakeweb.framesRendered > 20 && window.fakeweb.faceMessages > 5", timeout=seconds * 1000
+                "window.fakeweb.framesRendered > 20 && window.fakeweb.faceMessages > 5",
+                timeout=seconds * 1000,
             )
             state: dict[str, Any] = await page.evaluate(
                 "({frames: window.fakeweb.framesRendered, messages: window.fakeweb.faceMessages,"
@@ -71,8 +79,6 @@ def test_browser_webcam_comes_back_annotated_with_verdicts(server: ServerProcess
 
 
 def test_browser_stream_is_removed_when_the_peer_closes(server: ServerProcess) -> None:
-    import time
-
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         _, listing = server.request("GET", "/api/streams")
@@ -83,3 +89,79 @@ def test_browser_stream_is_removed_when_the_peer_closes(server: ServerProcess) -
         pytest.fail(f"browser stream still listed: {listing}")
     _, metrics = server.request("GET", "/metrics")
     assert 'fakeweb_frames_total{outcome="processed",stream="browser"}' in metrics
+
+
+@pytest.fixture(scope="module")
+def rtsp_camera(moving_face_video: tuple[Path, ClipTruth]) -> Iterator[RtspTestServer]:
+    reason = gst_rtsp_missing()
+    if reason:
+        pytest.skip(reason)
+    with RtspTestServer(moving_face_video[0]) as running:
+        yield running
+
+
+async def _watch_camera(
+    server: ServerProcess, fake_camera: Path, camera_id: str, seconds: float
+) -> dict[str, Any]:
+    from playwright.async_api import async_playwright
+
+    element = f'.camera[data-id="{camera_id}"]'
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(
+            executable_path="/usr/bin/chromium", args=chromium_args(fake_camera)
+        )
+        try:
+            page = await browser.new_page()
+            await page.goto(server.url + "/")
+            await page.wait_for_function(
+                f"document.querySelector('{element} .status')?.textContent === 'live'", timeout=seconds * 1000
+            )
+            await page.click(f"{element} .watch")
+            await page.wait_for_function(
+                "window.fakeweb.framesRendered > 20 && window.fakeweb.faceMessages > 5",
+                timeout=seconds * 1000,
+            )
+            state: dict[str, Any] = await page.evaluate(
+                f"""(() => {{
+                    const video = document.querySelector('{element} video');
+                    return {{frames: window.fakeweb.framesRendered, messages: window.fakeweb.faceMessages,
+                        faces: window.fakeweb.lastFaces, error: document.querySelector('#error').textContent,
+                        name: document.querySelector('{element} strong').textContent,
+                        listed: document.querySelectorAll('{element} li').length,
+                        size: [video.videoWidth, video.videoHeight],
+                        model: document.querySelector('#model').textContent}};
+                }})()"""
+            )
+            state["described"] = stream(server, camera_id)
+            await page.close()  # closing the page closes its peer connections
+            return state
+        finally:
+            await browser.close()
+
+
+def test_browser_watches_an_rtsp_camera_from_the_camera_list(
+    server: ServerProcess,
+    fake_camera: Path,
+    rtsp_camera: RtspTestServer,
+    moving_face_video: tuple[Path, ClipTruth],
+) -> None:
+    camera_id = add_camera(server, "lobby", rtsp_camera.url)
+    try:
+        state = asyncio.run(_watch_camera(server, fake_camera, camera_id, seconds=60))
+        assert state["error"] == ""
+        assert state["name"] == "lobby"
+        assert state["frames"] > 20 and state["messages"] > 5
+        truth = moving_face_video[1]
+        assert state["size"] == [truth.width, truth.height], "the viewer gets the camera's annotated frames"
+        assert len(state["faces"]) == 1 and state["listed"] == 1, "the clip's face is tracked and listed"
+        assert state["described"]["viewers"] == 1
+        _, ready = server.request("GET", "/readyz")
+        assert ready["model"]["version"] in state["model"], "the page shows the model in use"
+        wait_for(
+            lambda: stream(server, camera_id)["viewers"] == 0, 10, "the viewer gone once the page closed"
+        )
+        wait_for(
+            lambda: "fakeweb_viewers 0.0" in server.request("GET", "/metrics")[1], 5, "fakeweb_viewers at 0"
+        )
+    finally:
+        server.request("DELETE", f"/api/streams/{camera_id}")

@@ -43,8 +43,11 @@ function renderFaces(list, faces) {
   }));
 }
 
-function listenForFaces(peer, list) {
+// Face verdicts arrive on a data channel; it closes when the server ends the connection (e.g. on shutdown, or
+// when the camera is removed), and then `onClosed` runs.
+function listenForFaces(peer, list, onClosed) {
   const channel = peer.createDataChannel("faces");
+  channel.onclose = onClosed;
   channel.onmessage = (event) => {
     const message = JSON.parse(event.data);
     state.faceMessages += 1;
@@ -67,7 +70,11 @@ async function startCamera() {
     const media = await navigator.mediaDevices.getUserMedia({ video: { width: 640, height: 480 }, audio: false });
     const peer = new RTCPeerConnection();
     state.localPeer = peer;
-    listenForFaces(peer, $("#faces"));
+    listenForFaces(peer, $("#faces"), () => {
+      if (state.localPeer !== peer) return;  // stopped here, not by the server
+      stopCamera();
+      showError("Camera: the server closed the connection");
+    });
     media.getTracks().forEach((track) => peer.addTrack(track, media));
     peer.ontrack = (event) => { $("#annotated").srcObject = new MediaStream([event.track]); };
     countFrames($("#annotated"));
@@ -90,13 +97,24 @@ function stopCamera() {
   $("#stop").disabled = true;
 }
 
+function stopWatching(streamId) {
+  const peer = state.viewers.get(streamId);
+  if (peer) peer.close();
+  state.viewers.delete(streamId);
+}
+
 async function watchCamera(streamId, container) {
+  stopWatching(streamId);  // a second click restarts the view instead of leaking the first connection
   const peer = new RTCPeerConnection();
   state.viewers.set(streamId, peer);
   peer.addTransceiver("video", { direction: "recvonly" });
   const video = container.querySelector("video");
   peer.ontrack = (event) => { video.srcObject = new MediaStream([event.track]); };
-  listenForFaces(peer, container.querySelector("ul"));
+  listenForFaces(peer, container.querySelector("ul"), () => {
+    if (state.viewers.get(streamId) !== peer) return;
+    stopWatching(streamId);
+    video.srcObject = null;
+  });
   countFrames(video);
   await negotiate(peer, `/api/streams/${encodeURIComponent(streamId)}/view`);
 }
@@ -113,8 +131,7 @@ function cameraElement(stream) {
   element.querySelector(".remove").onclick = async () => {
     try {
       await api(`/api/streams/${encodeURIComponent(stream.id)}`, { method: "DELETE" });
-      const peer = state.viewers.get(stream.id);
-      if (peer) peer.close();
+      stopWatching(stream.id);
       element.remove();
     } catch (e) { showError(e.message); }
   };
@@ -127,7 +144,9 @@ async function refreshCameras() {
     const list = $("#camera-list");
     const cameras = streams.filter((stream) => stream.kind === "camera");
     const ids = new Set(cameras.map((stream) => stream.id));
-    list.querySelectorAll(".camera").forEach((element) => { if (!ids.has(element.dataset.id)) element.remove(); });
+    list.querySelectorAll(".camera").forEach((element) => {
+      if (!ids.has(element.dataset.id)) { stopWatching(element.dataset.id); element.remove(); }
+    });
     for (const stream of cameras) {
       let element = list.querySelector(`.camera[data-id="${CSS.escape(stream.id)}"]`);
       if (!element) { element = cameraElement(stream); list.appendChild(element); }
@@ -160,6 +179,13 @@ $("#add-camera").onsubmit = async (event) => {
     refreshCameras();
   } catch (error) { showError(`Add camera: ${error.message}`); }
 };
+
+// Close peers when the page goes away: the server then frees the viewer at once instead of after ICE consent
+// expires (about 30 s later), and a browser stream stops being processed.
+window.addEventListener("pagehide", () => {
+  if (state.localPeer) state.localPeer.close();
+  state.viewers.forEach((peer) => peer.close());
+});
 
 refreshModel();
 refreshCameras();

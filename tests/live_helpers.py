@@ -1,0 +1,131 @@
+"""Helpers for tests against a running `fakeweb serve`: bounded polling, /metrics read with a real parser, and an
+aiortc peer that sends or watches video like the page does."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import aiohttp
+from aiortc import RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from prometheus_client.parser import text_string_to_metric_families
+from server_process import ServerProcess
+
+T = TypeVar("T")
+
+
+def wait_for(probe: Callable[[], T], timeout: float, what: str, period: float = 0.2) -> T:
+    """Call `probe` until it returns something truthy and return that; AssertionError after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not {what} after {timeout} s (last: {value!r})")
+        time.sleep(period)
+
+
+def samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """Every sample of a Prometheus text exposition, by (sample name, labels)."""
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def metric(server: ServerProcess, name: str, **labels: str) -> float:
+    """One sample of the server's /metrics (0.0 when the series does not exist yet)."""
+    status, text = server.request("GET", "/metrics")
+    assert status == 200, text
+    return samples(text).get((name, frozenset(labels.items())), 0.0)
+
+
+def stream(server: ServerProcess, stream_id: str) -> dict[str, Any]:
+    """GET /api/streams/{id}."""
+    status, body = server.request("GET", f"/api/streams/{stream_id}")
+    assert status == 200, body
+    return dict(body)
+
+
+def add_camera(server: ServerProcess, name: str, url: str) -> str:
+    """POST /api/streams; the new camera's id."""
+    status, body = server.request("POST", "/api/streams", body={"name": name, "url": url})
+    assert status == 201, body
+    return str(body["id"])
+
+
+async def until(probe: Callable[[], bool | Awaitable[bool]], timeout: float, what: str) -> None:
+    """Await until `probe()` (plain or async) is true, polling; AssertionError after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = probe()
+        if inspect.isawaitable(result):
+            result = await result
+        if result:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not {what} after {timeout} s")
+        await asyncio.sleep(0.05)
+
+
+async def json_request(http: aiohttp.ClientSession, method: str, path: str, body: Any = None) -> Any:
+    """One API call that must succeed; its JSON body (None for 204)."""
+    async with http.request(method, path, json=body) as response:
+        assert response.status < 300, await response.text()
+        return await response.json() if response.status != 204 else None
+
+
+class Client:
+    """An aiortc peer of the service, like the page: sends `track` (or only receives), opens a "faces" channel.
+
+    Counts received video frames and face messages; `brightness` is the mean grey level of the last frame.
+    """
+
+    def __init__(self, track: MediaStreamTrack | None = None) -> None:
+        self.peer = RTCPeerConnection()
+        self.frames = 0
+        self.messages = 0
+        self.brightness = 0.0
+        self.sizes: set[tuple[int, int]] = set()
+        self._reader: asyncio.Task[None] | None = None
+        if track is None:
+            self.peer.addTransceiver("video", direction="recvonly")
+        else:
+            self.peer.addTrack(track)
+        self.channel = self.peer.createDataChannel("faces")
+        self.channel.on("message", self._on_message)
+        self.peer.on("track", self._on_track)
+
+    def _on_message(self, message: Any) -> None:
+        self.messages += 1
+
+    def _on_track(self, track: MediaStreamTrack) -> None:
+        self._reader = asyncio.ensure_future(self._read(track))
+
+    async def _read(self, track: MediaStreamTrack) -> None:
+        while True:
+            try:
+                frame = await track.recv()
+            except MediaStreamError:
+                return
+            self.frames += 1
+            self.sizes.add((frame.width, frame.height))
+            self.brightness = float(frame.to_ndarray(format="gray").mean())
+
+    async def connect(self, http: aiohttp.ClientSession, path: str) -> None:
+        """Offer to `path` (/api/webrtc/offer or /api/streams/{id}/view) and apply the answer."""
+        await self.peer.setLocalDescription(await self.peer.createOffer())
+        offer = self.peer.localDescription
+        answer = await json_request(http, "POST", path, {"sdp": offer.sdp, "type": offer.type})
+        await self.peer.setRemoteDescription(RTCSessionDescription(answer["sdp"], answer["type"]))
+
+    async def close(self) -> None:
+        await self.peer.close()
+        if self._reader is not None:
+            await asyncio.gather(self._reader, return_exceptions=True)
