@@ -1,4 +1,5 @@
-"""Training: evaluation per difficulty, augmentation, and a tiny end-to-end run of `main`."""
+"""Training: evaluation per difficulty, augmentation, batches with self-blended fakes, and tiny end-to-end runs
+of `main` (labelled real and fake images; real images only, with self-blended fakes)."""
 
 from __future__ import annotations
 
@@ -12,8 +13,10 @@ import tensorflow as tf
 from skimage import data as skdata
 
 from models.classifier import load_classifier
+from models.landmarks import NUM_LANDMARKS
 from models.package import ModelPackage
-from training import train
+from training import pipeline, train
+from training.data import CropSet
 
 
 def test_evaluate_reports_per_difficulty() -> None:
@@ -31,8 +34,8 @@ def test_evaluate_reports_per_difficulty() -> None:
 def test_augment_is_seeded_and_in_range() -> None:
     image = tf.constant(skdata.astronaut()[:64, :64])
     seed = tf.constant([3, 4], dtype=tf.int64)
-    first, label = train.augment(image, tf.constant(1.0), seed)
-    second, _ = train.augment(image, tf.constant(1.0), seed)
+    first, label = pipeline.augment(image, tf.constant(1.0), seed)
+    second, _ = pipeline.augment(image, tf.constant(1.0), seed)
     np.testing.assert_array_equal(first.numpy(), second.numpy())
     assert first.dtype == tf.float32 and first.shape == (64, 64, 3) and float(label) == 1.0
     assert 0.0 <= float(tf.reduce_min(first)) and float(tf.reduce_max(first)) <= 255.0
@@ -57,6 +60,7 @@ def test_main_trains_and_exports_a_loadable_package(tmp_path: Path) -> None:
     out, log = tmp_path / "models" / "pkg", tmp_path / "models" / "train_log.jsonl"
     argv = ["--data", str(tmp_path / "data"), "--out", str(out), "--input-size", "32", "--epochs", "2"]
     argv += ["--batch-size", "8", "--val-fraction", "0.25", "--test-fraction", "0.25", "--seed", "1"]
+    argv += ["--cache-dir", str(tmp_path / "cache")]
     assert train.main(argv) == 0
 
     package = ModelPackage.load(out)
@@ -74,11 +78,70 @@ def test_main_trains_and_exports_a_loadable_package(tmp_path: Path) -> None:
     assert train.main(argv) == 1  # the package exists and --overwrite was not given
 
 
+def test_batches_pair_self_blended_fakes_with_their_reals() -> None:
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (10, 32, 32, 3), dtype=np.uint8)
+    crops = CropSet(images, np.zeros(10, np.int32), np.ones(10, bool))
+    points = rng.uniform(8, 24, (NUM_LANDMARKS, 2)).astype(np.float32)
+    pool = pipeline.BlendPool(images[:3], np.stack([points] * 3))
+    batches = pipeline.training_batches(crops, batch_size=8, seed=0, blend_fraction=0.25, pool=pool)
+    # 4 labelled crops and 2 (real, fake) pairs per full batch; 10 labelled crops make 2 full batches + 2
+    assert (batches.images, batches.steps, batches.blended_per_batch) == (18, 3, 2)
+    for _ in range(2):  # every epoch the same shape, different fakes
+        labels = [batch[1].numpy().tolist() for batch in batches.dataset]
+        assert [sum(batch) for batch in labels] == [2.0, 2.0, 0.0] and sum(map(len, labels)) == 18
+    plain = pipeline.training_batches(crops, batch_size=4, seed=0)
+    assert (plain.images, plain.steps, plain.blended_per_batch) == (10, 3, 0)
+    with pytest.raises(ValueError, match="0.5"):
+        pipeline.training_batches(crops, batch_size=4, seed=0, blend_fraction=0.5, pool=pool)
+
+
+def write_reals(root: Path, people: int) -> None:
+    """real/pN/0.jpg: the astronaut's face, shifted, scaled and brightened a little per person; no fake/."""
+    base = skdata.astronaut()
+    for person in range(people):
+        top, side = 10 + 3 * person, 250 + 4 * person
+        photo = cv2.resize(base[top : top + side, 100 : 100 + side], (112, 112))
+        photo = np.clip(photo.astype(np.int16) + 6 * person - 20, 0, 255).astype(np.uint8)
+        folder = root / "real" / f"p{person}"
+        folder.mkdir(parents=True)
+        cv2.imwrite(str(folder / "0.jpg"), cv2.cvtColor(photo, cv2.COLOR_RGB2BGR))
+
+
+@pytest.mark.slow
+def test_main_trains_on_real_faces_only_with_self_blended_fakes(tmp_path: Path) -> None:
+    write_reals(tmp_path / "data", people=8)
+    out = tmp_path / "models" / "pkg"
+    argv = ["--data", str(tmp_path / "data"), "--out", str(out), "--input-size", "32", "--epochs", "1"]
+    argv += ["--batch-size", "8", "--val-fraction", "0.25", "--test-fraction", "0.25", "--seed", "1"]
+    argv += ["--self-blend", "0.25", "--cache-dir", str(tmp_path / "cache")]
+    assert train.main(argv) == 0
+
+    manifest = ModelPackage.load(out).manifest
+    assert manifest.provenance["data"]["splits"] == {
+        "train": {"real": 4, "fake": 0},
+        "val": {"real": 2, "fake": 2},
+        "test": {"real": 2, "fake": 2},
+    }
+    blend = manifest.provenance["training"]["self_blend"]
+    assert blend["per_batch"] == 2 and blend["training_reals_with_mesh"] == 4
+    assert manifest.provenance["data"]["images_per_epoch"] == 8
+    assert manifest.metrics["test"]["n_fake"] == 2 and "test_self_blended" not in manifest.metrics
+    crops = np.zeros((2, 32, 32, 3), np.uint8)
+    assert load_classifier(ModelPackage.load(out), device="cpu").predict(crops).shape == (2,)
+
+    argv[argv.index("0.25")] = "0"  # without self-blending, real faces alone cannot train
+    assert train.main([*argv, "--overwrite"]) == 1
+
+
 def test_bad_arguments_are_reported(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     write_layout(tmp_path / "data", people=2)
     argv = ["--data", str(tmp_path / "data"), "--out", str(tmp_path / "pkg"), "--margin", "5"]
     assert train.main(argv) == 1
     assert "margin" in capsys.readouterr().err
     argv = ["--data", str(tmp_path / "data"), "--out", str(tmp_path / "pkg"), "--val-fraction", "0.1"]
-    assert train.main(argv) == 1
+    assert train.main([*argv, "--cache-dir", str(tmp_path / "cache")]) == 1
     assert "split" in capsys.readouterr().err
+    argv = ["--data", str(tmp_path / "data"), "--out", str(tmp_path / "pkg"), "--self-blend", "0.5"]
+    assert train.main(argv) == 1
+    assert "--self-blend" in capsys.readouterr().err

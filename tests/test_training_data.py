@@ -70,6 +70,12 @@ def test_missing_label_folder_is_an_input_error(tmp_path: Path) -> None:
         read_real_fake_folders(tmp_path)
 
 
+def test_read_folders_without_fakes_when_allowed(tmp_path: Path) -> None:
+    write_rgb(tmp_path / "real" / "id1" / "a.jpg", face_photo())
+    samples = read_real_fake_folders(tmp_path, require_fakes=False)
+    assert [(s.label, s.group) for s in samples] == [(REAL, "id1")]
+
+
 def test_read_folders_groups_by_first_subfolder(tmp_path: Path) -> None:
     image = face_photo()
     for relative in [

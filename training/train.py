@@ -1,8 +1,10 @@
-"""Train a face classifier from labelled images and export it as a model package (`fakeweb train`).
+"""Train a face classifier from labelled images or videos and export it as a model package (`fakeweb train`).
 
-Faces are cropped once with the serving detector and crop definition and split by group into train,
-validation and test. Training uses light augmentation and keeps the epoch with the best validation AUC; the
-threshold is chosen on validation, and the model is evaluated once on the held-out test split before export.
+Faces are cropped once with the serving detector and crop definition (and cached, with FaceMesh landmarks of the
+real crops), and split by group into train, validation and test. Training uses light augmentation and, with
+`--self-blend P`, a share P of every batch made of self-blended fakes of the training reals (each with the real
+it was made from), so real faces alone can train a detector. It keeps the epoch with the best validation AUC; the threshold is chosen on validation,
+and the model is evaluated once on the held-out test split before export.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import shlex
 import sys
 import time
 from collections import Counter
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -20,30 +23,44 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from models.detector import DetectorConfig, FaceDetector
+from models.detector import DetectorConfig
 from models.errors import FakewebError
 from models.preprocess import CropSpec
 from training.architectures import ARCHITECTURES, DEFAULT_ARCHITECTURE, build_model
+from training.crop_cache import cached_crops, default_cache_dir
 from training.data import (
     DIFFICULTIES,
+    FAKE,
+    FRAMES_PER_VIDEO,
     LABEL_NAMES,
+    REAL,
     CropSet,
     Sample,
-    load_crops,
     read_ciplab,
+    read_dfdc,
+    read_ffpp,
     read_real_fake_folders,
     split_by_group,
     subsample,
 )
 from training.export import export_package
 from training.metrics import choose_threshold, roc_auc, summarize
+from training.pipeline import (
+    AUGMENTATION,
+    MAX_BLEND_FRACTION,
+    BlendPool,
+    TrainingBatches,
+    blend_pool,
+    eval_dataset,
+    training_batches,
+)
 
-READERS = {"ciplab": read_ciplab, "folders": read_real_fake_folders}
+FORMATS = ("ciplab", "dfdc", "ffpp", "folders")
+VIDEO_FORMATS = frozenset({"dfdc", "ffpp"})
 CHECK_BATCH_SIZE = 16
-EVAL_BATCH_SIZE = 64
-SHIFT_FRACTION = 0.06
-BRIGHTNESS_DELTA = 0.08 * 255.0
-CONTRAST_RANGE = (0.85, 1.15)
+SELF_BLENDED_TAG = "self-blended"
+# Fixed self-blended fakes of validation and test reals come from these seeds (plus --seed).
+VAL_BLEND_SEED, TEST_BLEND_SEED = 1_000_003, 2_000_003
 
 
 class TrainingError(FakewebError):
@@ -52,8 +69,14 @@ class TrainingError(FakewebError):
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The training options, shared by `fakeweb train` and `python -m training.train`."""
-    parser.add_argument("--data", type=Path, required=True, help="data-set root holding real/ and fake/")
-    parser.add_argument("--format", choices=sorted(READERS), default="folders", help="data-set layout")
+    parser.add_argument("--data", type=Path, required=True, help="data-set root (see --format)")
+    parser.add_argument(
+        "--format",
+        choices=FORMATS,
+        default="folders",
+        help="data-set layout: folders (real/ and fake/ images; fake/ optional with --self-blend), ciplab, "
+        "dfdc (videos with metadata.json), ffpp (FaceForensics++ c23 videos)",
+    )
     parser.add_argument("--out", type=Path, required=True, help="model package folder to write")
     parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     parser.add_argument("--architecture", choices=sorted(ARCHITECTURES), default=DEFAULT_ARCHITECTURE)
@@ -72,19 +95,38 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-images", type=int, default=None, help="use at most this many images (quick runs)"
     )
     parser.add_argument(
+        "--self-blend",
+        type=float,
+        default=0.0,
+        metavar="P",
+        help="fraction of every training batch made of self-blended fakes of training reals, each with the "
+        "real it was made from (so 2P of the batch), in [0, 0.5)",
+    )
+    parser.add_argument(
+        "--frames-per-video", type=int, default=FRAMES_PER_VIDEO, help="frames sampled per video (dfdc, ffpp)"
+    )
+    parser.add_argument(
+        "--cache-dir", type=Path, default=None, help=f"face crop cache (default {default_cache_dir()})"
+    )
+    parser.add_argument(
         "--log", type=Path, default=None, help="JSON-lines epoch log (default <out>/../train_log.jsonl)"
     )
+
+
+def _tag_order(tag: str) -> tuple[int, str]:
+    return (DIFFICULTIES.index(tag), "") if tag in DIFFICULTIES else (len(DIFFICULTIES), tag)
 
 
 def evaluate(
     labels: np.ndarray, probabilities: np.ndarray, threshold: float, difficulties: list[str | None]
 ) -> dict[str, Any]:
-    """`training.metrics.summarize` at `threshold`, plus AUC and detection rate per fake difficulty vs all reals."""
+    """`training.metrics.summarize` at `threshold`, plus AUC and detection rate per tag of the fakes (CIPLAB
+    difficulty, FF++ method, "self-blended") against all reals."""
     result = summarize(labels, probabilities, threshold)
     fake = np.asarray(labels).astype(bool)
     tags = np.array([d or "" for d in difficulties])
     per_difficulty = {}
-    for tag in DIFFICULTIES:
+    for tag in sorted(set(tags[fake]) - {""}, key=_tag_order):
         tagged = fake & (tags == tag)
         if tagged.any():
             chosen = ~fake | tagged
@@ -98,47 +140,11 @@ def evaluate(
     return result
 
 
-def augment(image: tf.Tensor, label: tf.Tensor, seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-    """Flip, shift up to 6% (detector jitter, black fill as in crop_face), small brightness/contrast change.
-
-    Stateless, so a seed reproduces them.
-    """
-    seeds = tf.random.experimental.stateless_split(seed, 4)
-    size = int(image.shape[0])
-    pad = max(1, round(size * SHIFT_FRACTION))
-    image = tf.cast(image, tf.float32)
-    image = tf.image.pad_to_bounding_box(image, pad, pad, size + 2 * pad, size + 2 * pad)
-    image = tf.image.stateless_random_crop(image, (size, size, 3), seeds[0])
-    image = tf.image.stateless_random_flip_left_right(image, seeds[1])
-    image = tf.image.stateless_random_brightness(image, BRIGHTNESS_DELTA, seeds[2])
-    image = tf.image.stateless_random_contrast(image, *CONTRAST_RANGE, seeds[3])
-    return tf.clip_by_value(image, 0.0, 255.0), label
-
-
-def training_dataset(crops: CropSet, batch_size: int, seed: int) -> tf.data.Dataset:
-    images = tf.data.Dataset.from_tensor_slices((crops.images, crops.labels.astype(np.float32)))
-    shuffled = images.shuffle(len(crops.images), seed=seed, reshuffle_each_iteration=True)
-    seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
-    return (
-        tf.data.Dataset.zip((shuffled, seeds))
-        .map(lambda pair, s: augment(pair[0], pair[1], s), num_parallel_calls=tf.data.AUTOTUNE)
-        .batch(batch_size)
-        .prefetch(tf.data.AUTOTUNE)
-    )
-
-
-def eval_dataset(crops: CropSet) -> tf.data.Dataset:
-    return (
-        tf.data.Dataset.from_tensor_slices((crops.images, crops.labels.astype(np.float32)))
-        .map(lambda image, label: (tf.cast(image, tf.float32), label))
-        .batch(EVAL_BATCH_SIZE)
-    )
-
-
 class BestEpoch(tf.keras.callbacks.Callback):
     """Keeps the weights of the epoch with the best validation AUC; appends each epoch to a JSON-lines log."""
 
     def __init__(self, log_path: Path, run_info: dict[str, Any], train_images: int) -> None:
+        """`train_images` is the number of images in one epoch (for images per second)."""
         super().__init__()
         self.log_path = log_path
         self.run_info = run_info
@@ -166,47 +172,94 @@ class BestEpoch(tf.keras.callbacks.Callback):
             self.best_weights = [w.copy() for w in self.model.get_weights()]
 
 
-def _label_counts(samples: list[Sample]) -> dict[str, int]:
-    counts = Counter(LABEL_NAMES[s.label] for s in samples)
+def _label_counts(labels: np.ndarray | list[int]) -> dict[str, int]:
+    counts = Counter(LABEL_NAMES[int(label)] for label in labels)
     return {name: counts.get(name, 0) for name in LABEL_NAMES}
 
 
-def _predict(model: tf.keras.Model, crops: CropSet) -> np.ndarray:
-    return np.asarray(model.predict(eval_dataset(crops), verbose=0), dtype=np.float64).reshape(-1)
+@dataclass(frozen=True)
+class Part:
+    """One split's crops (with any fixed self-blended fakes appended) and each crop's difficulty tag."""
+
+    crops: CropSet
+    tags: list[str | None]
 
 
-def run(args: argparse.Namespace, command: str | None = None) -> int:
-    """Train, evaluate and export as described by parsed `args`; `command` is recorded in the provenance."""
-    if args.epochs < 1 or args.batch_size < 1 or args.input_size < 32:
-        raise TrainingError("--epochs and --batch-size must be >= 1 and --input-size >= 32")
-    tf.keras.utils.set_random_seed(args.seed)
+@dataclass(frozen=True)
+class PreparedData:
+    """Everything training needs from the data: the three parts and the pool of reals to self-blend."""
+
+    parts: dict[str, Part]
+    pool: BlendPool
+    has_fakes: bool
+    no_face: dict[str, int]
+
+
+def read_samples(args: argparse.Namespace) -> list[Sample]:
+    """The samples of `--data` in `--format` (fake/ optional for folders with --self-blend)."""
+    if args.format in VIDEO_FORMATS:
+        reader = read_dfdc if args.format == "dfdc" else read_ffpp
+        return reader(args.data, frames_per_video=args.frames_per_video)
+    if args.format == "folders":
+        return read_real_fake_folders(args.data, require_fakes=args.self_blend == 0)
+    return read_ciplab(args.data)
+
+
+def _with_fixed_fakes(crops: CropSet, tags: list[str | None], seed: int) -> Part:
+    """Append one self-blended fake (seeded by `seed`) of each real crop with landmarks."""
+    fakes = blend_pool(crops).blend_fixed(seed)
+    combined = CropSet(
+        np.concatenate([crops.images, fakes]),
+        np.concatenate([crops.labels, np.full(len(fakes), FAKE, dtype=np.int32)]),
+        np.concatenate([crops.faces, np.ones(len(fakes), dtype=bool)]),
+    )
+    return Part(combined, tags + [SELF_BLENDED_TAG] * len(fakes))
+
+
+def prepare_data(args: argparse.Namespace, spec: CropSpec, detector: DetectorConfig) -> PreparedData:
+    """Read, subsample and split the samples, crop them (through the cache) and check every part can be scored.
+
+    Without fakes in the data, validation and test get one fixed self-blended fake per real.
+    """
     try:
-        spec = CropSpec(size=args.input_size, margin=args.margin)
-        samples = READERS[args.format](args.data)
+        samples = read_samples(args)
         if args.max_images is not None:
             samples = subsample(samples, args.max_images, args.seed)
         split = split_by_group(samples, args.val_fraction, args.test_fraction, args.seed)
     except ValueError as exc:
         raise TrainingError(str(exc)) from exc
-    parts = {"train": split.train, "val": split.val, "test": split.test}
-    for name, part in parts.items():
-        counts = _label_counts(part)
-        if min(counts.values()) == 0:
+    has_fakes = any(s.label == FAKE for s in samples)
+    if not has_fakes and args.self_blend == 0:
+        raise TrainingError("the data holds no fake images; add some or train with --self-blend")
+    ordered = split.train + split.val + split.test
+    cache_dir = args.cache_dir or default_cache_dir()
+    crops = cached_crops(ordered, args.data, spec, detector, cache_dir, progress=True)
+    parts: dict[str, Part] = {}
+    start = 0
+    for name, part_samples in (("train", split.train), ("val", split.val), ("test", split.test)):
+        part_crops = crops.select(range(start, start + len(part_samples)))
+        start += len(part_samples)
+        part = Part(part_crops, [s.difficulty for s in part_samples])
+        if not has_fakes and name != "train":
+            part = _with_fixed_fakes(
+                part.crops, part.tags, args.seed + (VAL_BLEND_SEED if name == "val" else TEST_BLEND_SEED)
+            )
+        counts = _label_counts(part.crops.labels)
+        if counts["real"] == 0 or (counts["fake"] == 0 and (name != "train" or args.self_blend == 0)):
             raise TrainingError(
                 f"the {name} split has {counts}; it needs both real and fake images (use more data)"
             )
-    detector_config = DetectorConfig()
-    with FaceDetector(detector_config) as detector:
-        crops = {name: load_crops(part, spec, detector, progress=True) for name, part in parts.items()}
-    print(
-        "split: "
-        + ", ".join(
-            f"{name} {_label_counts(part)} (no face: {crops[name].no_face})" for name, part in parts.items()
-        )
-    )
+        parts[name] = part
+    pool = blend_pool(parts["train"].crops)
+    if args.self_blend > 0 and not len(pool.images):
+        raise TrainingError("--self-blend needs training reals whose face mesh was found; none was")
+    no_face = {name: part.crops.no_face for name, part in parts.items()}
+    return PreparedData(parts, pool, has_fakes, no_face)
 
+
+def compiled_model(args: argparse.Namespace, steps_per_epoch: int) -> tf.keras.Model:
+    """The classifier, compiled with AdamW (1-epoch warm-up, cosine decay), binary cross-entropy and AUC."""
     model = build_model(args.architecture, args.input_size)
-    steps_per_epoch = -(-len(split.train) // args.batch_size)
     schedule = tf.keras.optimizers.schedules.CosineDecay(
         0.0,
         decay_steps=max(1, (args.epochs - 1) * steps_per_epoch),
@@ -218,32 +271,76 @@ def run(args: argparse.Namespace, command: str | None = None) -> int:
         loss=tf.keras.losses.BinaryCrossentropy(),
         metrics=[tf.keras.metrics.AUC(name="auc")],
     )
+    return model
+
+
+def _predict(model: tf.keras.Model, crops: CropSet) -> np.ndarray:
+    return np.asarray(model.predict(eval_dataset(crops), verbose=0), dtype=np.float64).reshape(-1)
+
+
+def assess(model: tf.keras.Model, data: PreparedData, seed: int) -> tuple[float, dict[str, Any]]:
+    """The threshold chosen on validation, and validation and test metrics at it.
+
+    With fakes in the data and self-blending on, `test_self_blended` scores the test reals against one fixed
+    self-blended fake of each: how well the model learnt the blend itself.
+    """
+    val, test = data.parts["val"], data.parts["test"]
+    val_probabilities = _predict(model, val.crops)
+    threshold = choose_threshold(val.crops.labels, val_probabilities)
+    metrics: dict[str, Any] = {
+        "test": evaluate(test.crops.labels, _predict(model, test.crops), threshold, test.tags),
+        "val": evaluate(val.crops.labels, val_probabilities, threshold, val.tags),
+    }
+    if data.has_fakes and len(data.pool.images):
+        reals = test.crops.select(np.flatnonzero(test.crops.labels == REAL))
+        blended = _with_fixed_fakes(reals, [None] * len(reals.labels), seed + TEST_BLEND_SEED).crops
+        metrics["test_self_blended"] = summarize(blended.labels, _predict(model, blended), threshold)
+    return threshold, metrics
+
+
+def run(args: argparse.Namespace, command: str | None = None) -> int:
+    """Train, evaluate and export as described by parsed `args`; `command` is recorded in the provenance."""
+    if args.epochs < 1 or args.batch_size < 1 or args.input_size < 32 or args.frames_per_video < 1:
+        raise TrainingError(
+            "--epochs, --batch-size and --frames-per-video must be >= 1 and --input-size >= 32"
+        )
+    if not 0.0 <= args.self_blend < MAX_BLEND_FRACTION:
+        raise TrainingError(f"--self-blend must be in [0, {MAX_BLEND_FRACTION}), got {args.self_blend}")
+    tf.keras.utils.set_random_seed(args.seed)
+    try:
+        spec = CropSpec(size=args.input_size, margin=args.margin)
+    except ValueError as exc:
+        raise TrainingError(str(exc)) from exc
+    detector_config = DetectorConfig()
+    data = prepare_data(args, spec, detector_config)
+    print(
+        "split: "
+        + ", ".join(
+            f"{name} {_label_counts(part.crops.labels)} (no face: {data.no_face[name]})"
+            for name, part in data.parts.items()
+        )
+        + f"; {len(data.pool.images)} training reals can be self-blended"
+    )
+    batches = training_batches(
+        data.parts["train"].crops, args.batch_size, args.seed, args.self_blend, data.pool
+    )
+    model = compiled_model(args, batches.steps)
     log_path = args.log or args.out.resolve().parent / "train_log.jsonl"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     run_info = {"run": datetime.now(timezone.utc).isoformat(timespec="seconds"), "out": str(args.out)}
-    best = BestEpoch(log_path, run_info, len(split.train))
+    best = BestEpoch(log_path, run_info, batches.images)
     model.fit(
-        training_dataset(crops["train"], args.batch_size, args.seed),
-        validation_data=eval_dataset(crops["val"]),
+        batches.dataset,
+        validation_data=eval_dataset(data.parts["val"].crops),
         epochs=args.epochs,
         callbacks=[best],
         verbose=2,
     )
     model.set_weights(best.best_weights)
 
-    val_probabilities = _predict(model, crops["val"])
-    threshold = choose_threshold(crops["val"].labels, val_probabilities)
-    val_metrics = evaluate(
-        crops["val"].labels, val_probabilities, threshold, [s.difficulty for s in split.val]
-    )
-    test_probabilities = _predict(model, crops["test"])
-    test_metrics = evaluate(
-        crops["test"].labels, test_probabilities, threshold, [s.difficulty for s in split.test]
-    )
-    images_per_second = len(split.train) * args.epochs / best.train_seconds
-    metrics = {
-        "test": test_metrics,
-        "val": val_metrics,
+    threshold, metrics = assess(model, data, args.seed)
+    images_per_second = batches.images * args.epochs / best.train_seconds
+    metrics |= {
         "threshold_rule": "max Youden J (balanced accuracy) on the validation split",
         "best_epoch": best.best_epoch,
         "epochs": args.epochs,
@@ -253,17 +350,12 @@ def run(args: argparse.Namespace, command: str | None = None) -> int:
         "arguments": {
             key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items()
         },
-        "data": {
-            "root": str(args.data),
-            "format": args.format,
-            "splits": {name: _label_counts(part) for name, part in parts.items()},
-            "no_face": {name: crop_set.no_face for name, crop_set in crops.items()},
-            "split_rule": "whole groups, stratified by labels and difficulty, seeded",
-        },
+        "data": _data_provenance(args, data, batches),
         "detector": {"range": detector_config.range, "min_confidence": detector_config.min_confidence},
         "training": {
             "optimizer": "AdamW",
-            "augmentation": "horizontal flip, shift up to 6%, brightness +-8%, contrast 0.85-1.15",
+            "augmentation": AUGMENTATION,
+            "self_blend": _self_blend_provenance(args, data, batches),
             "train_seconds": round(best.train_seconds, 1),
             "images_per_second": round(images_per_second, 1),
         },
@@ -276,13 +368,45 @@ def run(args: argparse.Namespace, command: str | None = None) -> int:
         args.architecture,
         metrics,
         provenance,
-        crops["test"].images[:CHECK_BATCH_SIZE],
+        data.parts["test"].crops.images[:CHECK_BATCH_SIZE],
         overwrite=args.overwrite,
     )
     _print_summary(
         package.path, package.manifest.version, metrics, threshold, best.train_seconds, images_per_second
     )
     return 0
+
+
+def _data_provenance(
+    args: argparse.Namespace, data: PreparedData, batches: TrainingBatches
+) -> dict[str, Any]:
+    result = {
+        "root": str(args.data),
+        "format": args.format,
+        "splits": {name: _label_counts(part.crops.labels) for name, part in data.parts.items()},
+        "no_face": data.no_face,
+        "split_rule": "whole groups, stratified by labels and difficulty, seeded",
+        "images_per_epoch": batches.images,
+    }
+    if args.format in VIDEO_FORMATS:
+        result["frames_per_video"] = args.frames_per_video
+    if not data.has_fakes:
+        result["eval_fakes"] = "one fixed self-blended fake per validation and test real with a face mesh"
+    return result
+
+
+def _self_blend_provenance(
+    args: argparse.Namespace, data: PreparedData, batches: TrainingBatches
+) -> dict[str, Any] | None:
+    if args.self_blend == 0:
+        return None
+    return {
+        "fraction": args.self_blend,
+        "per_batch": batches.blended_per_batch,
+        "training_reals_with_mesh": len(data.pool.images),
+        "training_reals": int(np.count_nonzero(data.parts["train"].crops.labels == REAL)),
+        "recipe": "Shiohara & Yamasaki 2022, see training/sbi.py",
+    }
 
 
 def _print_summary(
@@ -303,6 +427,12 @@ def _print_summary(
         f"detected {values['true_positive_rate']:.3f} of {values['n_fake']} fakes"
         for tag, values in test.get("per_difficulty", {}).items()
     ]
+    if "test_self_blended" in metrics:
+        blended = metrics["test_self_blended"]
+        lines.append(
+            f"test reals vs their self-blended fakes: AUC {blended['auc']:.3f}, "
+            f"detected {blended['true_positive_rate']:.3f}"
+        )
     print("\n".join(lines))
 
 

@@ -1,0 +1,109 @@
+"""Self-blended images: landmarks on a crop, the blend (seeded, confined to its mask) and the tf.data stream."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from skimage import data as skdata
+
+from models.detector import FaceDetector
+from models.landmarks import NUM_LANDMARKS
+from models.preprocess import CropSpec, crop_face
+from training import sbi
+from training.data import face_box
+
+
+@pytest.fixture(scope="module")
+def face() -> tuple[np.ndarray, np.ndarray]:
+    """The astronaut's 128 px serving crop and its FaceMesh landmarks."""
+    image = skdata.astronaut()
+    with FaceDetector() as detector:
+        box = face_box(image, detector)
+    assert box is not None
+    crop = crop_face(image, box, CropSpec(128, 0.25))
+    with sbi.CropLandmarker() as landmarker:
+        points = landmarker(crop)
+    assert points is not None
+    return crop, points
+
+
+def test_landmarks_cover_the_face_inside_the_crop(face: tuple[np.ndarray, np.ndarray]) -> None:
+    crop, points = face
+    assert points.shape == (NUM_LANDMARKS, 2) and points.dtype == np.float32
+    low, high = points.min(axis=0), points.max(axis=0)
+    assert (low > 0).all() and (high < 128).all()
+    assert (high - low > 40).all()  # a face about half the crop (margin 0.25 on each side)
+
+
+def test_landmarker_finds_nothing_on_a_blank_crop() -> None:
+    with sbi.CropLandmarker() as landmarker:
+        assert landmarker(np.full((128, 128, 3), 127, np.uint8)) is None
+
+
+def test_self_blend_is_seeded(face: tuple[np.ndarray, np.ndarray]) -> None:
+    crop, points = face
+    first = sbi.self_blend(crop, points, sbi.seeded_rng(7))
+    np.testing.assert_array_equal(first, sbi.self_blend(crop, points, sbi.seeded_rng(7)))
+    assert not np.array_equal(first, sbi.self_blend(crop, points, sbi.seeded_rng(8)))
+    assert first.shape == crop.shape and first.dtype == np.uint8
+
+
+def test_blend_changes_the_crop_inside_its_mask_only(face: tuple[np.ndarray, np.ndarray]) -> None:
+    crop, points = face
+    inside = np.zeros(crop.shape[:2], dtype=bool)
+    for seed in range(40):
+        fake, mask = sbi.self_blend_with_mask(crop, points, sbi.seeded_rng(seed))
+        changed = (fake != crop).any(axis=2)
+        assert not changed[mask == 0].any()
+        assert changed.any() and mask.max() <= 1.0 and mask.max() >= 0.25 - 1e-6
+        inside |= mask > 0
+    # the masks stay on the face: within the landmarks' box grown by the move, deformation and blur
+    x0, y0 = points.min(axis=0) - 16
+    x1, y1 = points.max(axis=0) + 16
+    rows, cols = np.nonzero(inside)
+    assert rows.min() >= y0 and rows.max() <= y1 and cols.min() >= x0 and cols.max() <= x1
+
+
+def test_hulls_include_whole_faces_and_parts(face: tuple[np.ndarray, np.ndarray]) -> None:
+    _, points = face
+    areas = [sbi.hull_mask(points, 128, sbi.seeded_rng(seed)).sum() for seed in range(60)]
+    whole = sbi.hull_mask(points, 128, sbi.seeded_rng(0)).size
+    assert max(areas) > 0.2 * whole  # the whole face hull
+    assert min(areas) < 0.05 * whole  # a single part (an eye, the nose or the mouth)
+
+
+def test_self_blend_rejects_bad_input(face: tuple[np.ndarray, np.ndarray]) -> None:
+    crop, points = face
+    with pytest.raises(ValueError, match="square"):
+        sbi.self_blend(crop[:100], points, sbi.seeded_rng(0))
+    with pytest.raises(ValueError, match="landmarks"):
+        sbi.self_blend(crop, points[:68], sbi.seeded_rng(0))
+
+
+def test_blend_fixed_is_one_seeded_fake_per_crop(face: tuple[np.ndarray, np.ndarray]) -> None:
+    crop, points = face
+    images, landmarks = np.stack([crop, crop]), np.stack([points, points])
+    fakes = sbi.blend_fixed(images, landmarks, seed=3)
+    np.testing.assert_array_equal(fakes, sbi.blend_fixed(images, landmarks, seed=3))
+    np.testing.assert_array_equal(fakes[1], sbi.self_blend(crop, points, sbi.seeded_rng(3, 1)))
+    assert not np.array_equal(fakes[0], fakes[1])
+
+
+def test_blended_pairs_alternate_a_real_and_its_seeded_fake(face: tuple[np.ndarray, np.ndarray]) -> None:
+    crop, points = face
+    images, landmarks = np.stack([crop, crop[:, ::-1].copy()]), np.stack([points, points])
+
+    def take(seed: int) -> tuple[np.ndarray, np.ndarray]:
+        batch = next(iter(sbi.blended_pairs(images, landmarks, seed).batch(6)))
+        return batch[0].numpy(), batch[1].numpy()
+
+    crops, labels = take(seed=1)
+    assert crops.shape == (6, 128, 128, 3) and crops.dtype == np.uint8
+    assert labels.tolist() == [0.0, 1.0] * 3
+    for real, fake in zip(crops[0::2], crops[1::2], strict=True):
+        assert any(np.array_equal(real, image) for image in images) and not np.array_equal(real, fake)
+        assert (fake != real).any(axis=2).mean() < 0.7  # the fake is its real, changed within a mask
+    np.testing.assert_array_equal(crops, take(seed=1)[0])
+    assert not np.array_equal(crops, take(seed=2)[0])
+    with pytest.raises(ValueError, match="landmarks"):
+        sbi.blended_pairs(images, landmarks[:1], seed=0)
