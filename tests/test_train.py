@@ -72,6 +72,7 @@ def test_main_trains_and_exports_a_loadable_package(tmp_path: Path) -> None:
     assert "train_log.jsonl" not in manifest.files
     entries = [json.loads(line) for line in log.read_text().splitlines()]
     assert [e["epoch"] for e in entries] == [1, 2] and "val_auc" in entries[0]
+    assert list((tmp_path / "models" / "pkg.tensorboard").rglob("events.out.tfevents.*")), "TensorBoard logs"
     crops = np.zeros((3, 32, 32, 3), np.uint8)
     assert load_classifier(package, device="cpu").predict(crops).shape == (3,)
 

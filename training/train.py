@@ -24,9 +24,17 @@ import numpy as np
 import tensorflow as tf
 
 from models.detector import DetectorConfig
+from models.devices import DEVICE_CHOICES
 from models.errors import FakewebError
 from models.preprocess import CropSpec
 from training.architectures import ARCHITECTURES, DEFAULT_ARCHITECTURE, build_model
+from training.checkpoints import (
+    Checkpointer,
+    CheckpointMirror,
+    WeightsSnapshot,
+    checkpoint_mirror_url,
+    fit_from_step,
+)
 from training.crop_cache import cached_crops, default_cache_dir
 from training.data import (
     DIFFICULTIES,
@@ -54,6 +62,8 @@ from training.pipeline import (
     eval_dataset,
     training_batches,
 )
+from training.publish import publish_package
+from training.strategy import Placement, check_static_batches, float32_copy, make_strategy
 
 FORMATS = ("ciplab", "dfdc", "ffpp", "folders")
 VIDEO_FORMATS = frozenset({"dfdc", "ffpp"})
@@ -111,6 +121,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--log", type=Path, default=None, help="JSON-lines epoch log (default <out>/../train_log.jsonl)"
     )
+    parser.add_argument(
+        "--tensorboard", type=Path, default=None, help="TensorBoard log folder (default <out>.tensorboard)"
+    )
+    parser.add_argument(
+        "--device", choices=DEVICE_CHOICES, default="auto", help="hpu: one process per Gaudi card (mpirun)"
+    )
+    parser.add_argument("--checkpoint-dir", type=Path, default=None, help="default <out>.checkpoints")
+    parser.add_argument("--checkpoint-every", type=int, default=200, help="global steps between checkpoints")
+    parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint, if any")
+    parser.add_argument(
+        "--store", default=None, help="publish here (folder, file:// or s3://); checkpoints mirrored under it"
+    )
+    parser.add_argument("--alias", action="append", default=None, help="alias of the published version")
+    parser.add_argument(
+        "--run-name", default=None, help="names the checkpoint mirror (default: --out's name)"
+    )
 
 
 def _tag_order(tag: str) -> tuple[int, str]:
@@ -143,15 +169,15 @@ def evaluate(
 class BestEpoch(tf.keras.callbacks.Callback):
     """Keeps the weights of the epoch with the best validation AUC; appends each epoch to a JSON-lines log."""
 
-    def __init__(self, log_path: Path, run_info: dict[str, Any], train_images: int) -> None:
+    def __init__(
+        self, log_path: Path | None, run_info: dict[str, Any], train_images: int, best: WeightsSnapshot
+    ) -> None:
         """`train_images` is the number of images in one epoch (for images per second)."""
         super().__init__()
         self.log_path = log_path
         self.run_info = run_info
         self.train_images = train_images
-        self.best_auc = -1.0
-        self.best_epoch = 0
-        self.best_weights: list[np.ndarray] = []
+        self.best = best
         self.train_seconds = 0.0
         self._started = 0.0
 
@@ -164,12 +190,12 @@ class BestEpoch(tf.keras.callbacks.Callback):
         values = {key: float(value) for key, value in (logs or {}).items()}
         entry = {**self.run_info, "epoch": epoch + 1, "seconds": round(seconds, 2), **values}
         entry["images_per_second"] = round(self.train_images / seconds, 1)
-        with self.log_path.open("a", encoding="utf-8") as handle:
-            handle.write(json.dumps(entry) + "\n")
+        if self.log_path is not None:
+            with self.log_path.open("a", encoding="utf-8") as handle:
+                handle.write(json.dumps(entry) + "\n")
         val_auc = values.get("val_auc", float("nan"))
-        if val_auc > self.best_auc:
-            self.best_auc, self.best_epoch = val_auc, epoch + 1
-            self.best_weights = [w.copy() for w in self.model.get_weights()]
+        if val_auc > float(self.best.score.numpy()):
+            self.best.take(self.model, val_auc, epoch + 1)
 
 
 def _label_counts(labels: np.ndarray | list[int]) -> dict[str, int]:
@@ -257,9 +283,9 @@ def prepare_data(args: argparse.Namespace, spec: CropSpec, detector: DetectorCon
     return PreparedData(parts, pool, has_fakes, no_face)
 
 
-def compiled_model(args: argparse.Namespace, steps_per_epoch: int) -> tf.keras.Model:
+def compiled_model(args: argparse.Namespace, steps_per_epoch: int, placement: Placement) -> tf.keras.Model:
     """The classifier, compiled with AdamW (1-epoch warm-up, cosine decay), binary cross-entropy and AUC."""
-    model = build_model(args.architecture, args.input_size)
+    model = placement.prepare_model(build_model(args.architecture, args.input_size))
     schedule = tf.keras.optimizers.schedules.CosineDecay(
         0.0,
         decay_steps=max(1, (args.epochs - 1) * steps_per_epoch),
@@ -306,6 +332,7 @@ def run(args: argparse.Namespace, command: str | None = None) -> int:
         )
     if not 0.0 <= args.self_blend < MAX_BLEND_FRACTION:
         raise TrainingError(f"--self-blend must be in [0, {MAX_BLEND_FRACTION}), got {args.self_blend}")
+    placement = make_strategy(args.device)  # before any other TensorFlow work (multi-worker HPU)
     tf.keras.utils.set_random_seed(args.seed)
     try:
         spec = CropSpec(size=args.input_size, margin=args.margin)
@@ -321,28 +348,63 @@ def run(args: argparse.Namespace, command: str | None = None) -> int:
         )
         + f"; {len(data.pool.images)} training reals can be self-blended"
     )
-    batches = training_batches(
-        data.parts["train"].crops, args.batch_size, args.seed, args.self_blend, data.pool
-    )
-    model = compiled_model(args, batches.steps)
+    global_batch = placement.global_batch_size(args.batch_size)
+    chief = placement.worker.is_chief
+
+    def epoch_data(epoch: int) -> tf.data.Dataset:
+        seed = args.seed + 7919 * epoch  # every epoch its own order, the same in every run
+        batches = training_batches(data.parts["train"].crops, global_batch, seed, args.self_blend, data.pool)
+        return batches.dataset.unbatch().batch(global_batch, drop_remainder=True)
+
+    batches = training_batches(data.parts["train"].crops, global_batch, args.seed, args.self_blend, data.pool)
+    steps_per_epoch = placement.steps_per_epoch(batches.images, args.batch_size)
+    check_static_batches(epoch_data(0), global_batch)
+    checkpoint_dir = args.checkpoint_dir or args.out.with_name(args.out.name + ".checkpoints")
+    mirror = None
+    if args.store:
+        mirror = CheckpointMirror(checkpoint_mirror_url(args.store, args.run_name or args.out.name))
+    with placement.strategy.scope():
+        model = compiled_model(args, steps_per_epoch, placement)
+        snapshot = WeightsSnapshot(model)
+        checkpointer = Checkpointer(
+            checkpoint_dir,
+            model,
+            steps_per_epoch=steps_per_epoch,
+            global_batch=global_batch,
+            mirror=mirror,
+            worker=placement.worker,
+            extra={"best": snapshot},
+        )
+    start = checkpointer.start(args.resume)
     log_path = args.log or args.out.resolve().parent / "train_log.jsonl"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     run_info = {"run": datetime.now(timezone.utc).isoformat(timespec="seconds"), "out": str(args.out)}
-    best = BestEpoch(log_path, run_info, batches.images)
-    model.fit(
-        batches.dataset,
-        validation_data=eval_dataset(data.parts["val"].crops),
+    best = BestEpoch(log_path if chief else None, run_info, batches.images, snapshot)
+    callbacks: list[tf.keras.callbacks.Callback] = [checkpointer.callback(args.checkpoint_every), best]
+    if chief:
+        tensorboard_dir = args.tensorboard or args.out.with_name(args.out.name + ".tensorboard")
+        callbacks.append(tf.keras.callbacks.TensorBoard(log_dir=str(tensorboard_dir), update_freq="epoch"))
+    fit_from_step(
+        model,
+        epoch_data,
+        start_step=start,
+        steps_per_epoch=steps_per_epoch,
         epochs=args.epochs,
-        callbacks=[best],
-        verbose=2,
+        validation_data=eval_dataset(data.parts["val"].crops),
+        callbacks=callbacks,
+        verbose=1 if chief else 0,
     )
-    model.set_weights(best.best_weights)
+    if not chief:
+        return 0
+    model = float32_copy(model)
+    model.set_weights(snapshot.weights())
 
     threshold, metrics = assess(model, data, args.seed)
-    images_per_second = batches.images * args.epochs / best.train_seconds
+    trained_steps = args.epochs * steps_per_epoch - start
+    images_per_second = trained_steps * global_batch / max(best.train_seconds, 1e-9)
     metrics |= {
         "threshold_rule": "max Youden J (balanced accuracy) on the validation split",
-        "best_epoch": best.best_epoch,
+        "best_epoch": int(snapshot.epoch.numpy()),
         "epochs": args.epochs,
     }
     provenance = {
@@ -369,11 +431,17 @@ def run(args: argparse.Namespace, command: str | None = None) -> int:
         metrics,
         provenance,
         data.parts["test"].crops.images[:CHECK_BATCH_SIZE],
-        overwrite=args.overwrite,
+        overwrite=args.overwrite or args.resume,
     )
     _print_summary(
         package.path, package.manifest.version, metrics, threshold, best.train_seconds, images_per_second
     )
+    if args.store:
+        kept = f"checkpoints are in {checkpoint_dir}" + (f" and {mirror.url}" if mirror else "")
+        published = publish_package(
+            package.path, args.store, tuple(args.alias or ("latest",)), keep_note=kept
+        )
+        print(f"published {published.version} to {published.url}")
     return 0
 
 
