@@ -178,3 +178,19 @@ def test_eval_scores_video_frames(
     result = json.loads(report.read_text())
     assert result["samples"] == 6 * 6 and result["no_face"] == 0  # 8 frames per video asked, 6 exist
     assert set(result["per_tag"]) == {"original", "Deepfakes", "Face2Face"}
+    assert result["videos"]["count"] == 6, "each video file is one video, even when several share a group"
+
+
+def test_sharded_eval_of_videos_merges_into_the_unsharded_report(
+    ffpp_root: Path, tiny_package: Path, tmp_path: Path
+) -> None:
+    base = [str(ffpp_root), "--format", "ffpp", "--model", str(tiny_package), "-q"]
+    assert evaluate.main([*base, "--json", str(tmp_path / "whole.json")]) == 0
+    for index in range(3):
+        shard = ["--num-shards", "3", "--shard-index", str(index), "--out", str(tmp_path / f"s{index}.jsonl")]
+        assert evaluate.main([*base, *shard]) == 0
+    shards = [str(tmp_path / f"s{index}.jsonl") for index in range(3)]
+    assert evaluate.main(["merge", *shards, "--json", str(tmp_path / "merged.json")]) == 0
+    whole = json.loads((tmp_path / "whole.json").read_text())
+    merged = json.loads((tmp_path / "merged.json").read_text())
+    assert merged["frames"] == whole["frames"] and merged["videos"] == whole["videos"]

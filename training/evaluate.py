@@ -73,9 +73,21 @@ class Score:
     face: bool
 
 
-def sample_key(path: Path, root: Path) -> str:
-    """A sample's path relative to the data root (absolute when outside it), as written and hashed."""
+def relative_path(path: Path, root: Path) -> str:
+    """A file's path relative to the data root (absolute when outside it): what shards are hashed on."""
     return (path.relative_to(root) if path.is_relative_to(root) else path).as_posix()
+
+
+def sample_key(sample: data.Sample, root: Path) -> str:
+    """A sample's row key: its relative path, with `#<frame>` for a frame of a video."""
+    key = relative_path(sample.path, root)
+    return key if sample.frame is None else f"{key}#{sample.frame}"
+
+
+def video_id(score: Score) -> str:
+    """The video a row belongs to: its file for a video frame, else its label and group (folders of frames)."""
+    path, hash_sign, _ = score.path.rpartition("#")
+    return path if hash_sign else f"{score.label}:{score.group}"
 
 
 def shard_of(path: str, num_shards: int) -> int:
@@ -109,20 +121,20 @@ def score_samples(
     with tqdm(total=len(samples), desc="scoring", unit="img", disable=not progress) as bar:
         for start in range(0, len(samples), CHUNK):
             chunk = samples[start : start + CHUNK]
-            crops = [data.load_crops([sample], spec, detector) for sample in chunk]
-            probabilities = classifier.predict(np.concatenate([c.images for c in crops]))
+            crops = data.load_crops(chunk, spec, detector)
+            probabilities = classifier.predict(crops.images)
             finite = np.isfinite(probabilities)
             if not finite.all():
                 bad = int(np.argmin(finite))
                 raise EvaluationError(f"the model returned {probabilities[bad]} for {chunk[bad].path}")
-            for sample, crop, probability in zip(chunk, crops, probabilities, strict=True):
+            for sample, face, probability in zip(chunk, crops.faces, probabilities, strict=True):
                 yield Score(
-                    sample_key(sample.path, root),
+                    sample_key(sample, root),
                     sample.label,
                     sample.group,
                     sample.difficulty,
                     float(probability),
-                    crop.no_face == 0,
+                    bool(face),
                 )
             bar.update(len(chunk))
 
@@ -206,14 +218,13 @@ def _per_tag(
 
 
 def _videos(
-    labels: np.ndarray, probabilities: np.ndarray, groups: np.ndarray, threshold: float
+    labels: np.ndarray, probabilities: np.ndarray, keys: np.ndarray, threshold: float
 ) -> dict[str, Any] | None:
-    """Video-level metrics: a video is the frames of one label in one group; None when no video has 2 frames."""
-    keys = np.array([f"{label}:{group}" for label, group in zip(labels, groups, strict=True)])
-    ids, frames = np.unique(keys, return_counts=True)
+    """Video-level metrics over the rows grouped by `video_id`; None when no video has 2 frames."""
+    ids, first, frames = np.unique(keys, return_index=True, return_counts=True)
     if not len(ids) or frames.max() < 2:
         return None
-    video_labels = np.array([int(key.split(":", 1)[0]) for key in ids])
+    video_labels = labels[first]
     result: dict[str, Any] = {
         "count": len(ids),
         "frames_per_video": {"min": int(frames.min()), "max": int(frames.max())},
@@ -240,7 +251,7 @@ def build_report(
         "samples": len(scores),
         "no_face": sum(not s.face for s in scores),
         "frames": summarize(labels, probabilities, threshold),
-        "videos": _videos(labels, probabilities, np.array([s.group for s in scores]), threshold),
+        "videos": _videos(labels, probabilities, np.array([video_id(s) for s in scores]), threshold),
         "per_tag": _per_tag(
             labels, probabilities, np.array([s.tag for s in scores], dtype=object), threshold
         ),
@@ -352,7 +363,7 @@ def run_scoring(args: argparse.Namespace) -> int:
     index = _shard_index(args) if sharded else 0
     samples = read_samples(args.data, args.format)
     if sharded:
-        samples = [s for s in samples if shard_of(sample_key(s.path, args.data), args.num_shards) == index]
+        samples = [s for s in samples if shard_of(relative_path(s.path, args.data), args.num_shards) == index]
     package = ModelPackage.load(args.model)
     classifier = load_classifier(package, args.device, args.backend, args.threads)
     run = Run(
