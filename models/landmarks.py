@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from typing import Any
 
 import mediapipe as mp
 import numpy as np
@@ -11,6 +12,39 @@ import numpy as np
 from models.geometry import Box
 
 NUM_LANDMARKS = 468  # FaceMesh without iris refinement
+
+# A serialized NormalizedLandmarkList whose landmarks all hold exactly x, y and z (what FaceMesh returns) is a run
+# of 17-byte records: field 1 length-delimited (0x0a) of 15 bytes, then x (0x0d), y (0x15), z (0x1d) as float32.
+_LANDMARK_RECORD = np.dtype(
+    [
+        ("head", "u1", 2),
+        ("x_tag", "u1"),
+        ("x", "<f4"),
+        ("y_tag", "u1"),
+        ("y", "<f4"),
+        ("z_tag", "u1"),
+        ("z", "<f4"),
+    ]
+)
+_RECORD_TAGS = {"x_tag": 0x0D, "y_tag": 0x15, "z_tag": 0x1D}
+
+
+def normalized_xy(landmarks: Any) -> np.ndarray:
+    """(N, 2) float32 normalised (x, y) of a MediaPipe NormalizedLandmarkList.
+
+    Read straight from the serialized message when every landmark holds exactly x, y and z (FaceMesh's output):
+    about ten times faster than visiting 468 protobuf messages in Python, which holds the GIL. Any other layout
+    (visibility or presence set, a field missing) takes the plain loop.
+    """
+    data = landmarks.SerializeToString()
+    count = len(landmarks.landmark)
+    if count and len(data) == count * _LANDMARK_RECORD.itemsize:
+        records = np.frombuffer(data, _LANDMARK_RECORD)
+        if (records["head"] == (0x0A, 0x0F)).all() and all(
+            (records[field] == tag).all() for field, tag in _RECORD_TAGS.items()
+        ):
+            return np.stack([records["x"], records["y"]], axis=1)
+    return np.array([(p.x, p.y) for p in landmarks.landmark], dtype=np.float32).reshape(-1, 2)
 
 
 class FaceMesher:
@@ -56,7 +90,7 @@ class FaceMesher:
         result = self._mesh(track_id).process(np.ascontiguousarray(image[y0:y1, x0:x1]))
         if not result.multi_face_landmarks:
             return None
-        points = np.array([(p.x, p.y) for p in result.multi_face_landmarks[0].landmark], dtype=np.float32)
+        points = normalized_xy(result.multi_face_landmarks[0])
         points *= np.array([x1 - x0, y1 - y0], dtype=np.float32)
         points += np.array([x0, y0], dtype=np.float32)
         return points

@@ -10,7 +10,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from models.classifier import Classifier, load_classifier
 from models.devices import DEVICE_CHOICES
@@ -146,21 +146,9 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    check_input(Path(args.clip))
-    if args.json:
-        check_output(Path(args.json), None, Path(args.clip))
-    from stream.bench import run_bench
+    from stream.benchmarks.command import run_benchmark
 
-    classifier = load_model(args)
-    run_bench(
-        Path(args.clip),
-        pipeline_config(args, classifier),
-        classifier,
-        max_frames=args.frames,
-        baseline=not args.no_baseline,
-        json_path=Path(args.json) if args.json else None,
-    )
-    return 0
+    return run_benchmark(args, load_model, pipeline_config)
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -212,6 +200,90 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def positive_float(text: str) -> float:
+    """argparse type: a number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0.0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
+    return value
+
+
+def add_bench_parser(commands: Any) -> None:
+    """`fakeweb bench BENCHMARK [CLIP]`: the performance suite (docs/performance.md)."""
+    bench = commands.add_parser("bench", help="performance suite: kernels, live, seed, overhead, make-clip")
+    benchmarks = bench.add_subparsers(dest="benchmark", required=True, metavar="BENCHMARK")
+
+    def add(name: str, help: str, pipeline: bool = True) -> argparse.ArgumentParser:
+        parser = benchmarks.add_parser(name, help=help, description=help)
+        parser.add_argument(
+            "clip", nargs="?", help="video clip (default: the built-in 640x480 30 fps face clip)"
+        )
+        parser.add_argument("--json", help="also write the report as JSON to this file")
+        add_model_arguments(parser)
+        if pipeline:
+            add_pipeline_arguments(parser)
+            parser.set_defaults(mesh_for="all")  # the worst case: every face meshed, as in the seed design
+        parser.set_defaults(handler=_bench)
+        return parser
+
+    kernels = add("kernels", "each kernel alone: decode, detect, mesh, crop, classify, draw, encode", False)
+    kernels.add_argument("--frames", type=positive_int, default=60, help="clip frames as inputs (default 60)")
+    kernels.add_argument(
+        "--repeat", type=positive_int, default=100, help="timed calls per kernel (default 100)"
+    )
+    kernels.add_argument(
+        "--batches", default="1,2,4,8,16,32", help="classifier batch sizes (default 1,...,32)"
+    )
+    kernels.add_argument("--no-savedmodel", action="store_true", help="skip the SavedModel backend")
+    kernels.add_argument("--no-batcher", action="store_true", help="skip the ClassifierBatcher comparison")
+    kernels.add_argument("--no-scaling", action="store_true", help="skip the one vs two threads runs")
+    kernels.add_argument("--no-paced", action="store_true", help="skip the runs paced at 30 calls/s")
+    kernels.add_argument("--scaling-seconds", type=positive_float, default=2.0, help="per run (default 2)")
+
+    live = add("live", "N streams paced at their frame rate through the live service, VP8-encoded per viewer")
+    live.add_argument(
+        "--rtsp", action="append", metavar="URL", help="RTSP source instead of the clip (repeat)"
+    )
+    live.add_argument("--streams", type=positive_int, default=4, help="concurrent streams (default 4)")
+    live.add_argument(
+        "--viewers",
+        type=positive_int,
+        default=1,
+        help="VP8 viewers per stream (default 1; more crash until the feed publishes yuv420p: docs/performance.md)",
+    )
+    live.add_argument("--seconds", type=positive_float, default=60.0, help="measured seconds (default 60)")
+    live.add_argument("--warmup", type=float, default=5.0, help="seconds before measuring (default 5)")
+    live.add_argument(
+        "--window", type=positive_float, default=10.0, help="seconds per over-time row (default 10)"
+    )
+    live.add_argument("--batch-max-size", type=positive_int, default=16, help="batcher batch (default 16)")
+    live.add_argument("--batch-max-wait-ms", type=float, default=4.0, help="batcher wait (default 4 ms)")
+    live.add_argument(
+        "--switch-interval-ms",
+        type=positive_float,
+        help="Python's GIL switch interval (default: Python's, 5 ms)",
+    )
+
+    seed = add("seed", "the pipeline against the seed design on the same clip: stages and frames/s ratio")
+    seed.add_argument("--frames", type=positive_int, default=300, help="frames to process (default 300)")
+
+    overhead = add("overhead", "the pipeline's per-frame cost against the sum of its kernels")
+    overhead.add_argument("--frames", type=positive_int, default=300, help="frames to process (default 300)")
+    overhead.add_argument(
+        "--repeat", type=positive_int, default=60, help="timed calls per kernel (default 60)"
+    )
+
+    clip = benchmarks.add_parser("make-clip", help="write the built-in one-face test clip (H.264 MP4)")
+    clip.add_argument("out", help="output file (.mp4)")
+    clip.add_argument("--size", default="640x480", help="WIDTHxHEIGHT (default 640x480)")
+    clip.add_argument("--fps", type=positive_int, default=30, help="frame rate (default 30)")
+    clip.add_argument("--seconds", type=positive_float, default=10.0, help="length (default 10)")
+    clip.set_defaults(handler=_bench)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fakeweb", description="Real-time detector of manipulated faces.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
@@ -233,14 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_pipeline_arguments(run)
     run.set_defaults(handler=_run)
 
-    bench = commands.add_parser("bench", help="per-stage timings on a clip, against the seed design")
-    bench.add_argument("clip", help="video clip to benchmark on")
-    bench.add_argument("--frames", type=positive_int, default=300, help="frames to process (default: 300)")
-    bench.add_argument("--no-baseline", action="store_true", help="skip the seed-design baseline")
-    bench.add_argument("--json", help="also write the results as JSON to this file")
-    add_model_arguments(bench)
-    add_pipeline_arguments(bench)
-    bench.set_defaults(handler=_bench)
+    add_bench_parser(commands)
 
     serve = commands.add_parser("serve", help="run the live service (web page, WebRTC, RTSP cameras)")
     add_serve_arguments(serve)

@@ -1,4 +1,4 @@
-"""`fakeweb run` and `fakeweb bench` end to end on a synthetic clip, and bad input: one line, exit 2, no traceback.
+"""`fakeweb run` end to end on a synthetic clip, and bad input: one line, exit 2, no traceback.
 
 Commands run in-process through `stream.cli.main` (an unexpected exception would fail the test with its
 traceback); two run in a subprocess to check the real exit code and stderr.
@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import io
-import json
 import re
 import shutil
 import subprocess
@@ -30,7 +29,6 @@ from models.package import ModelPackage
 from stream.cli import main
 from stream.scoring import Verdict
 from stream.sinks import FaceRecord
-from stream.timing import STAGES
 
 ROOT = Path(__file__).resolve().parents[1]
 ERROR_LINE = re.compile(r"fakeweb: error: [^\n]+\n")
@@ -155,46 +153,6 @@ def test_mesh_for_all_draws_on_faces_the_default_leaves_alone(
     assert meshed.min() > 20.0, meshed  # about 45
 
 
-# -- bench --------------------------------------------------------------------------------------------------
-
-
-def test_bench_prints_both_designs_and_writes_json(
-    moving_face_video: tuple[Path, ClipTruth], tiny_package: Path, tmp_path: Path
-) -> None:
-    clip, _ = moving_face_video
-    report_path = tmp_path / "bench.json"
-    code, stdout = call(
-        ["bench", str(clip), "--frames", "40", "--json", str(report_path), *model_args(tiny_package)]
-    )
-    assert code == 0
-    lines = stdout.splitlines()
-    assert lines[0].startswith(f"clip: {clip}  frames: 40  model: ")
-    assert re.match(r"stage\s+fakeweb mean\s+p95\s+seed mean\s+p95$", lines[1])
-    number = r"\s+\d+\.\d\d ms\s+\d+\.\d\d"
-    for stage in (*STAGES, "total"):
-        assert any(re.fullmatch(rf"{stage}{number}{number}", line) for line in lines), stage
-    assert any(re.fullmatch(r"faces\s+40\s+\d+\s*", line) for line in lines)
-    assert re.fullmatch(r"speed-up over the seed design: \d+\.\dx frames/s", lines[-1])
-
-    report = json.loads(report_path.read_text())
-    assert report["clip"] == str(clip) and report["speedup"] > 0
-    assert [result["name"] for result in report["results"]] == ["fakeweb", "seed"]
-    for result in report["results"]:
-        assert result["frames"] == 40 and result["fps"] > 0
-        assert set(result["stages_ms"]) == set(STAGES)
-        for mean, p95 in [*result["stages_ms"].values(), result["total_ms"]]:
-            assert 0.0 <= mean and 0.0 <= p95
-    assert report["results"][0]["faces"] == 40
-
-
-def test_bench_without_baseline(moving_face_video: tuple[Path, ClipTruth], tiny_package: Path) -> None:
-    clip, _ = moving_face_video
-    code, stdout = call(["bench", str(clip), "--frames", "5", "--no-baseline", *model_args(tiny_package)])
-    assert code == 0
-    assert "seed" not in stdout and "speed-up" not in stdout
-    assert re.search(r"^faces\s+5\s*$", stdout, re.MULTILINE)
-
-
 # -- bad input ----------------------------------------------------------------------------------------------
 
 
@@ -315,7 +273,6 @@ BAD_ARGUMENTS = [
     ("run", "--min-confidence", "1.5", "argument --min-confidence: must be between 0 and 1"),
     ("run", "--threads", "0", "argument --threads: must be >= 1, got 0"),
     ("run", "--detector-range", "far", "argument --detector-range: invalid choice: 'far'"),
-    ("bench", "--frames", "0", "argument --frames: must be >= 1, got 0"),
 ]
 
 

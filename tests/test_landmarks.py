@@ -14,7 +14,7 @@ from skimage.data import astronaut
 
 from models.detector import DetectorConfig, FaceDetector
 from models.geometry import Box, Detection
-from models.landmarks import NUM_LANDMARKS, FaceMesher
+from models.landmarks import NUM_LANDMARKS, FaceMesher, normalized_xy
 
 SHARED_IMAGES = Path(__file__).resolve().parents[2] / "shared" / "data" / "images"
 
@@ -247,3 +247,40 @@ def test_every_face_in_real_photos_gets_a_mesh_in_its_own_box(name: str) -> None
             assert points is not None
             assert fraction_inside(points, found.box) > 0.9
             assert np.linalg.norm(points[1] - found.keypoints[2]) < 0.12 * found.box.width
+
+
+def landmark_list(count: int, **fields: float) -> Any:
+    """A NormalizedLandmarkList of `count` landmarks with distinct x, y, z and the given extra fields."""
+    from mediapipe.framework.formats import landmark_pb2
+
+    values = np.random.default_rng(count).uniform(-0.2, 1.2, (count, 3)).astype(np.float32)
+    message = landmark_pb2.NormalizedLandmarkList()
+    for x, y, z in values:
+        message.landmark.add(x=x, y=y, z=z, **fields)
+    return message
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        landmark_list(NUM_LANDMARKS),
+        landmark_list(3, visibility=0.5),  # 22-byte records: the plain loop
+        landmark_list(1, presence=0.0),
+        landmark_list(0),
+    ],
+    ids=["facemesh layout", "with visibility", "with presence", "empty"],
+)
+def test_normalized_xy_matches_reading_each_landmark(message: Any) -> None:
+    expected = np.array([(p.x, p.y) for p in message.landmark], dtype=np.float32).reshape(-1, 2)
+    points = normalized_xy(message)
+    assert points.dtype == np.float32 and points.shape == expected.shape
+    np.testing.assert_array_equal(points, expected)
+    points += 1.0  # a fresh, writable array
+
+
+def test_normalized_xy_falls_back_when_a_coordinate_is_missing() -> None:
+    message = landmark_list(4)
+    message.landmark[2].ClearField("z")
+    message.landmark.add(x=0.5, y=0.25, z=0.0, visibility=1.0)
+    expected = np.array([(p.x, p.y) for p in message.landmark], dtype=np.float32)
+    np.testing.assert_array_equal(normalized_xy(message), expected)

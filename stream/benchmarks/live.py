@@ -1,0 +1,488 @@
+"""N concurrent streams paced at their frame rate through the live service, each encoded for its viewers.
+
+The streams are built by `stream.service.LiveService` exactly as `fakeweb serve` builds them: a worker thread per
+stream behind a latest-frame slot, the cross-stream `ClassifierBatcher`, the `AnnotatedFeed`/`AnnotatedTrack`
+output relayed to each viewer by `MediaRelay(buffered=False)`. Inputs are RTSP cameras added through
+`LiveService.add_camera` (a reader thread each, as in serve) or video files paced by `FileSource(realtime=True,
+loop=True)` on a feeder thread each. Each viewer encodes with aiortc's `Vp8Encoder` in the default executor,
+as `RTCRtpSender` does; end-to-end latency runs from the frame's capture (leaving the decoder) to encoded.
+
+The service reports to a `Metrics` subclass that also keeps what the benchmark needs: stage times and, per
+stream, the capture time of the frame last handed to the relay (read by the viewer that receives it). All
+figures go into fixed-size histograms, so a long run does not grow the memory it measures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from aiortc.codecs.vpx import Vp8Encoder
+from aiortc.mediastreams import MediaStreamError
+
+from stream.benchmarks.histogram import Histogram
+from stream.benchmarks.procstat import ProcessSampler, Sample, thread_cpu_seconds
+from stream.benchmarks.report import Report, Table
+from stream.cameras import CameraList
+from stream.config import ServiceConfig
+from stream.file_source import FileSource
+from stream.metrics import Metrics
+from stream.reload import ModelHolder
+from stream.service import LiveService, LiveStream
+from stream.timing import STAGES, StageTimes
+
+
+@dataclass(frozen=True)
+class LiveSettings:
+    """Streams from `clip` (paced, looped) or from `rtsp` URLs (used in turn); times in seconds."""
+
+    config: ServiceConfig
+    streams: int = 4
+    seconds: float = 60.0
+    warmup: float = 5.0
+    viewers: int = 1
+    clip: Path | None = None
+    rtsp: tuple[str, ...] = ()
+    window: float = 10.0
+    sample_period: float = 1.0
+    switch_interval: float | None = None
+    """Python's GIL switch interval during the run (`sys.setswitchinterval`); None keeps it (5 ms default)."""
+
+    def __post_init__(self) -> None:
+        if (self.clip is None) == (not self.rtsp):
+            raise ValueError("give either a clip or RTSP URLs")
+        if self.streams < 1 or self.viewers < 1 or self.seconds <= 0 or self.warmup < 0 or self.window <= 0:
+            raise ValueError("streams and viewers must be >= 1, seconds and window > 0, warmup >= 0")
+
+
+@dataclass
+class Recording:
+    """The measured span: nothing is recorded before `begin` (warm-up) or after `end`."""
+
+    window: float
+    begin: float | None = None
+    end: float | None = None
+
+    def window_at(self, now: float) -> int | None:
+        """Index of the window `now` falls in; None outside the measured span."""
+        if self.begin is None or now < self.begin or (self.end is not None and now >= self.end):
+            return None
+        return int((now - self.begin) // self.window)
+
+
+class RecordingMetrics(Metrics):
+    """The service's metrics, also recording stage times, capture-to-sent latency and each stream's capture
+    time of the frame last handed to the relay."""
+
+    def __init__(self, recording: Recording) -> None:
+        super().__init__()
+        self.recording = recording
+        self.stages = {stage: Histogram() for stage in (*STAGES, "total")}
+        self.last_capture: dict[str, float] = {}
+        self.sent: Counter[str] = Counter()
+        self.sent_latency: dict[str, Histogram] = defaultdict(Histogram)
+        self._lock = threading.Lock()
+
+    def observe_stages(self, times: StageTimes) -> None:
+        super().observe_stages(times)
+        if self.recording.window_at(time.monotonic()) is None:
+            return
+        with self._lock:  # called by every stream's worker thread
+            for stage in STAGES:
+                self.stages[stage].add(times.seconds.get(stage, 0.0))
+            self.stages["total"].add(times.total())
+
+    def observe_end_to_end(self, stream: str, seconds: float) -> None:
+        super().observe_end_to_end(stream, seconds)
+        now = time.monotonic()
+        self.last_capture[stream] = now - seconds
+        self.sent[stream] += 1
+        if self.recording.window_at(now) is not None:
+            self.sent_latency[stream].add(seconds)
+
+
+@dataclass
+class Viewer:
+    """What one viewer encoded in the measured span: capture-to-encoded latency (also per window), encode time."""
+
+    latency: Histogram = field(default_factory=Histogram)
+    encode: Histogram = field(default_factory=Histogram)
+    windows: dict[int, Histogram] = field(default_factory=lambda: defaultdict(Histogram))
+
+
+class FileFeeder:
+    """A feeder thread: a looped clip paced at its frame rate, each frame offered to `submit`."""
+
+    def __init__(self, clip: Path, stream_id: str, submit: Callable[[Any], None], delay: float) -> None:
+        self._source = FileSource(clip, stream_id, realtime=True, loop=True)
+        self._submit = submit
+        self._delay = delay
+        self._stopping = threading.Event()
+        self.frames = 0
+        self._thread = threading.Thread(target=self._run, name=f"feeder-{stream_id}", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _run(self) -> None:
+        if self._stopping.wait(self._delay):
+            return
+        for frame in self._source.frames():
+            if self._stopping.is_set():
+                return
+            self._submit(frame)
+            self.frames += 1
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._thread.join()
+        self._source.close()
+
+
+def _encode(encoder: Vp8Encoder, frame: Any) -> tuple[list[bytes], int]:
+    return encoder.encode(frame)
+
+
+async def _view(service: LiveService, stream: LiveStream, metrics: RecordingMetrics, viewer: Viewer) -> None:
+    """Receive the stream's relayed track and encode every frame received, as an RTCRtpSender would."""
+    track = service.relay.subscribe(stream.track, buffered=False)
+    encoder = Vp8Encoder()
+    loop = asyncio.get_running_loop()
+    try:
+        while True:
+            try:
+                frame = await track.recv()
+            except MediaStreamError:
+                return
+            capture = metrics.last_capture[stream.label]  # set by the relay's recv of this very frame
+            started = time.monotonic()
+            await loop.run_in_executor(None, _encode, encoder, frame)
+            done = time.monotonic()
+            window = metrics.recording.window_at(done)
+            if window is not None:
+                viewer.encode.add(done - started)
+                viewer.latency.add(done - capture)
+                viewer.windows[window].add(done - capture)
+    finally:
+        track.stop()
+
+
+def _add_file_stream(service: LiveService, stream_id: str) -> LiveStream:
+    """A stream fed by the benchmark: the service's own stream construction, without a camera reader."""
+    return service._create_stream(stream_id, "camera", stream_id, None)  # noqa: SLF001 - no public hook yet
+
+
+@dataclass
+class _Counts:
+    """Per-stream counters at one instant."""
+
+    source: int
+    processed: int
+    stale: int
+    errors: int
+    decode_errors: int
+    sent: int
+
+    @staticmethod
+    def of(stream: LiveStream, metrics: RecordingMetrics, feeder: FileFeeder | None) -> _Counts:
+        reader = stream.reader.stats if stream.reader is not None else None
+        stats = stream.worker.stats
+        return _Counts(
+            source=feeder.frames if feeder is not None else (reader.frames if reader else 0),
+            processed=stats.processed,
+            stale=stream.worker.dropped_stale,
+            errors=stats.errors,
+            decode_errors=reader.decode_errors if reader else 0,
+            sent=metrics.sent[stream.label],
+        )
+
+    def minus(self, other: _Counts) -> _Counts:
+        return _Counts(*(a - b for a, b in zip(vars(self).values(), vars(other).values(), strict=True)))
+
+
+@dataclass
+class _Run:
+    """Everything measured, handed from the run to the report."""
+
+    settings: LiveSettings
+    duration: float
+    streams: list[LiveStream]
+    counts: dict[str, _Counts]
+    viewers: dict[str, list[Viewer]]
+    metrics: RecordingMetrics
+    samples: list[Sample]
+    cpu_seconds: float
+    thread_cpu: dict[str, float]
+
+
+async def _start_streams(
+    settings: LiveSettings, service: LiveService, metrics: RecordingMetrics
+) -> tuple[list[LiveStream], dict[str, FileFeeder], dict[str, list[Viewer]], list[asyncio.Task[None]]]:
+    streams: list[LiveStream] = []
+    feeders: dict[str, FileFeeder] = {}
+    viewers: dict[str, list[Viewer]] = {}
+    tasks: list[asyncio.Task[None]] = []
+    for index in range(settings.streams):
+        if settings.clip is not None:
+            stream = _add_file_stream(service, f"bench-{index}")
+            # Staggered starts: the streams' frames interleave rather than arrive together.
+            delay = index / (settings.streams * 30.0)
+            feeders[stream.stream_id] = FileFeeder(
+                settings.clip, stream.stream_id, stream.worker.submit, delay
+            )
+        else:
+            described = await service.add_camera(f"bench {index}", settings.rtsp[index % len(settings.rtsp)])
+            stream = service.streams[described["id"]]
+        streams.append(stream)
+        viewers[stream.stream_id] = [Viewer() for _ in range(settings.viewers)]
+        for viewer in viewers[stream.stream_id]:
+            tasks.append(asyncio.ensure_future(_view(service, stream, metrics, viewer)))
+    for feeder in feeders.values():
+        feeder.start()
+    return streams, feeders, viewers, tasks
+
+
+async def _run(settings: LiveSettings, holder: ModelHolder, progress: Callable[[str], None]) -> _Run:
+    recording = Recording(settings.window)
+    metrics = RecordingMetrics(recording)
+    sampler = ProcessSampler(settings.sample_period)
+    with tempfile.TemporaryDirectory(prefix="fakeweb-bench-") as folder:
+        service = LiveService(settings.config, holder, metrics, CameraList(Path(folder) / "cameras.json"))
+        await service.start()
+        feeders: dict[str, FileFeeder] = {}
+        tasks: list[asyncio.Task[None]] = []
+        try:
+            streams, feeders, viewers, tasks = await _start_streams(settings, service, metrics)
+            progress(f"{settings.streams} streams started; warming up {settings.warmup:g} s")
+            await asyncio.sleep(settings.warmup)
+            before = {s.stream_id: _Counts.of(s, metrics, feeders.get(s.stream_id)) for s in streams}
+            threads_before = thread_cpu_seconds()
+            sampler.start()
+            recording.begin = time.monotonic()
+            progress(f"measuring {settings.seconds:g} s")
+            await asyncio.sleep(settings.seconds)
+            recording.end = time.monotonic()
+            sampler.stop()
+            after = {s.stream_id: _Counts.of(s, metrics, feeders.get(s.stream_id)) for s in streams}
+            threads_after = thread_cpu_seconds()
+        finally:
+            for feeder in feeders.values():
+                await asyncio.to_thread(feeder.stop)
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await service.close()
+    return _Run(
+        settings=settings,
+        duration=recording.end - recording.begin,
+        streams=streams,
+        counts={stream_id: after[stream_id].minus(before[stream_id]) for stream_id in after},
+        viewers=viewers,
+        metrics=metrics,
+        samples=sampler.samples,
+        cpu_seconds=sampler.cpu_seconds,
+        thread_cpu={name: seconds - threads_before.get(name, 0.0) for name, seconds in threads_after.items()},
+    )
+
+
+def run_live(
+    settings: LiveSettings, holder: ModelHolder, progress: Callable[[str], None] | None = None
+) -> Report:
+    """Run the streams for warm-up plus `seconds` and report."""
+    previous = sys.getswitchinterval()
+    if settings.switch_interval is not None:
+        sys.setswitchinterval(settings.switch_interval)
+    config = settings.config
+    report = Report(
+        "live",
+        {
+            "source": settings.clip.name if settings.clip is not None else "rtsp",
+            "streams": settings.streams,
+            "viewers": settings.viewers,
+            "seconds": settings.seconds,
+            "warmup": settings.warmup,
+            "model": holder.version,
+            "backend": holder.backend,
+            "detect_every": config.detect_every,
+            "classify_every": config.classify_every,
+            "mesh_for": config.mesh_for,
+            "switch_interval_ms": round(sys.getswitchinterval() * 1000.0, 3),
+        },
+    )
+    try:
+        run = asyncio.run(_run(settings, holder, progress or (lambda message: None)))
+    finally:
+        sys.setswitchinterval(previous)
+    _fill(report, run)
+    return report.finish()
+
+
+def _fill(report: Report, run: _Run) -> None:
+    streams_table, per_stream, delivered = _streams_table(run)
+    process_table, process = _process_table(run, sum(delivered) * run.duration)
+    report.tables += [streams_table, _stage_table(run), process_table, _thread_table(run), _window_table(run)]
+    everyone = Histogram()
+    for viewer in (v for vs in run.viewers.values() for v in vs):
+        everyone.merge(viewer.latency)
+    report.results = {
+        "streams": per_stream,
+        "delivered_fps_min": round(min(delivered), 2),
+        "end_to_end": everyone.timing().to_dict(),
+        "stages": {stage: histogram.timing().to_dict() for stage, histogram in run.metrics.stages.items()},
+        "process": process,
+        "thread_cpu_seconds": {name: round(seconds, 2) for name, seconds in run.thread_cpu.items()},
+        "samples": [vars(sample) for sample in run.samples],
+    }
+
+
+def _streams_table(run: _Run) -> tuple[Table, dict[str, Any], list[float]]:
+    settings, duration = run.settings, run.duration
+    table = Table(
+        f"Per stream ({settings.streams} streams, {settings.viewers} VP8 viewer(s) each, {duration:.0f} s)",
+        ["stream", "source fps", "processed fps", "delivered fps", "e2e p50 ms", "e2e p99 ms", "sent p99 ms"]
+        + ["stale", "unsent", "viewer skip", "errors", "decode err"],
+    )
+    per_stream: dict[str, Any] = {}
+    delivered_all: list[float] = []
+    everyone = Histogram()
+    for stream in run.streams:
+        count = run.counts[stream.stream_id]
+        latency = Histogram()
+        for viewer in run.viewers[stream.stream_id]:
+            latency.merge(viewer.latency)
+        everyone.merge(latency)
+        delivered = latency.count / settings.viewers / duration
+        delivered_all.append(delivered)
+        e2e, sent = latency.timing(), run.metrics.sent_latency[stream.label].timing()
+        drops = {
+            "stale_in_worker_slot": count.stale,
+            "replaced_in_feed_unsent": max(count.processed - count.sent, 0),
+            "viewer_busy_skipped": max(count.sent * settings.viewers - latency.count, 0),
+            "pipeline_errors": count.errors,
+            "decode_errors": count.decode_errors,
+        }
+        table.add(
+            stream.stream_id,
+            count.source / duration,
+            count.processed / duration,
+            delivered,
+            e2e.p50,
+            e2e.p99,
+            sent.p99,
+            *drops.values(),
+        )
+        per_stream[stream.stream_id] = {
+            "source_fps": round(count.source / duration, 2),
+            "processed_fps": round(count.processed / duration, 2),
+            "delivered_fps": round(delivered, 2),
+            "end_to_end": e2e.to_dict(),
+            "capture_to_sent": sent.to_dict(),
+            "drops": drops,
+        }
+    overall = everyone.timing()
+    table.notes += [
+        "stale: replaced in the worker's latest-frame slot before processing; unsent: processed but replaced in"
+        " the feed before the relay read it; viewer skip: relayed but replaced before the viewer's encoder took it.",
+        f"all streams: delivered fps min {min(delivered_all):.1f}, e2e p50 {overall.p50:.1f} ms,"
+        f" p99 {overall.p99:.1f} ms (target: >= 29 fps, p99 <= 50 ms).",
+    ]
+    return table, per_stream, delivered_all
+
+
+def _stage_table(run: _Run) -> Table:
+    table = Table(
+        "Stage ms per processed frame in the worker threads (all streams)", ["stage", "mean", "p50", "p99"]
+    )
+    for stage, histogram in run.metrics.stages.items():
+        timing = histogram.timing()
+        table.add(stage, timing.mean, timing.p50, timing.p99)
+    table.notes.append(
+        "decode happens on the reader/feeder thread for these sources (0 here); encode on the viewers."
+    )
+    return table
+
+
+def _slope_per_minute(points: list[tuple[float, float]]) -> float | None:
+    """Least-squares slope of (seconds, value) points, per minute; None with fewer than 3 points."""
+    if len(points) < 3:
+        return None
+    t, v = np.array(points, dtype=np.float64).T
+    return float(np.polyfit(t, v, 1)[0] * 60.0)
+
+
+def _process_table(run: _Run, frames: float) -> tuple[Table, dict[str, Any]]:
+    rss = [sample.rss_mib for sample in run.samples]
+    encode = Histogram()
+    for viewer in (v for vs in run.viewers.values() for v in vs):
+        encode.merge(viewer.encode)
+    timing = encode.timing()
+    slope = _slope_per_minute([(sample.t, sample.rss_mib) for sample in run.samples])
+    process: dict[str, Any] = {
+        "cpu_percent": round(100.0 * run.cpu_seconds / run.duration, 1),
+        "cpu_ms_per_delivered_frame": round(1000.0 * run.cpu_seconds / frames, 2) if frames else None,
+        "rss_mib_first": round(rss[0], 1) if rss else None,
+        "rss_mib_last": round(rss[-1], 1) if rss else None,
+        "rss_mib_max": round(max(rss), 1) if rss else None,
+        "rss_mib_per_minute": None if slope is None else round(slope, 2),
+        "encode": timing.to_dict(),
+    }
+    table = Table("Process", ["measure", "value"])
+    table.add("CPU % (100 = one core)", process["cpu_percent"])
+    table.add("CPU ms per delivered frame", process["cpu_ms_per_delivered_frame"])
+    table.add(
+        "RSS MiB first / last / max",
+        f"{process['rss_mib_first']} / {process['rss_mib_last']} / {process['rss_mib_max']}",
+    )
+    table.add("RSS slope MiB/min", process["rss_mib_per_minute"])
+    table.add("VP8 encode ms mean / p99", f"{timing.mean:.2f} / {timing.p99:.2f}")
+    return table, process
+
+
+def _thread_table(run: _Run) -> Table:
+    table = Table("CPU by thread group", ["threads", "CPU s", "% of one core", "ms per processed frame"])
+    processed = sum(count.processed for count in run.counts.values()) or 1
+    for name, seconds in sorted(run.thread_cpu.items(), key=lambda item: -item[1]):
+        if seconds > 0.005 * run.duration:
+            table.add(name, seconds, 100.0 * seconds / run.duration, 1000.0 * seconds / processed)
+    table.notes.append(
+        "worker: pipeline (detect, track, crop, mesh, draw, publish); native: threads not started by Python"
+        " (MediaPipe graphs, TFLite, codecs); asyncio: the default executor (the encoders);"
+        " MainThread: the event loop; feeder / rtsp-read: decode."
+    )
+    return table
+
+
+def _window_table(run: _Run) -> Table:
+    settings = run.settings
+    table = Table(
+        f"Over time ({settings.window:g} s windows, all streams)",
+        ["from s", "delivered fps/stream", "e2e p50 ms", "e2e p99 ms", "CPU %", "RSS MiB"],
+    )
+    viewers = [viewer for stream_viewers in run.viewers.values() for viewer in stream_viewers]
+    count = max(1, math.ceil(settings.seconds / settings.window - 1e-9))
+    for index in range(count):
+        last = index == count - 1
+        start, stop = index * settings.window, run.duration if last else (index + 1) * settings.window
+        latency = Histogram()
+        for viewer in viewers:
+            for number, histogram in viewer.windows.items():
+                if number == index or (
+                    last and number > index
+                ):  # the run's last instants join the last window
+                    latency.merge(histogram)
+        samples = [s for s in run.samples if start < s.t <= stop]
+        cpu = float(np.mean([s.cpu_percent for s in samples])) if samples else None
+        timing = latency.timing()
+        fps = latency.count / len(viewers) / (stop - start)
+        table.add(f"{start:.1f}", fps, timing.p50, timing.p99, cpu, samples[-1].rss_mib if samples else None)
+    return table
