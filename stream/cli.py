@@ -252,7 +252,7 @@ def add_bench_parser(commands: Any) -> None:
         "--viewers",
         type=positive_int,
         default=1,
-        help="VP8 viewers per stream (default 1; more crash until the feed publishes yuv420p: docs/performance.md)",
+        help="VP8 viewers per stream (default 1)",
     )
     live.add_argument("--seconds", type=positive_float, default=60.0, help="measured seconds (default 60)")
     live.add_argument("--warmup", type=float, default=5.0, help="seconds before measuring (default 5)")

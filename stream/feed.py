@@ -8,12 +8,27 @@ import time
 from collections.abc import Callable
 
 import av
+import cv2
 import numpy as np
 from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
 
 VIDEO_CLOCK_RATE = 90_000
 VIDEO_TIME_BASE = fractions.Fraction(1, VIDEO_CLOCK_RATE)
+
+
+def yuv420p_frame(image: np.ndarray) -> av.VideoFrame:
+    """An RGB image as the yuv420p frame encoders take as is (odd edges cropped: 4:2:0 needs even sizes).
+
+    Every viewer's encoder receives the same frame object. An rgb24 frame would be converted by each encoder
+    with `frame.reformat`, whose cached swscale context is not safe across threads: two viewers of one stream
+    crashed the process. Converting once here with OpenCV is also cheaper than one conversion per viewer.
+    """
+    height, width = image.shape[0] // 2 * 2, image.shape[1] // 2 * 2
+    i420: np.ndarray = cv2.cvtColor(image[:height, :width], cv2.COLOR_RGB2YUV_I420).astype(
+        np.uint8, copy=False
+    )
+    return av.VideoFrame.from_ndarray(i420, format="yuv420p")
 
 
 class AnnotatedFeed:
@@ -29,7 +44,7 @@ class AnnotatedFeed:
 
     def publish(self, image: np.ndarray, capture_time: float) -> None:
         """Thread-safe: make `image` (RGB uint8) the frame every viewer sends next."""
-        frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+        frame = yuv420p_frame(image)
         try:
             self._loop.call_soon_threadsafe(self._set, frame, capture_time)
         except RuntimeError:  # the loop closed at shutdown: nobody is watching any more

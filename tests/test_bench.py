@@ -154,11 +154,12 @@ def test_kernels_without_optional_parts(clip: Path, tiny_package: Path, tmp_path
 
 def test_live_runs_paced_streams_through_the_service(clip: Path, tiny_package: Path, tmp_path: Path) -> None:
     stdout, report = bench(
-        "live", clip, tiny_package, tmp_path, "--streams", "2", "--seconds", "1.5",
+        "live", clip, tiny_package, tmp_path, "--streams", "2", "--viewers", "2", "--seconds", "1.5",
         "--warmup", "1", "--window", "0.5",
     )  # fmt: skip
     check_header(stdout, report, "live")
     assert report["settings"]["streams"] == 2 and report["settings"]["mesh_for"] == "all"
+    assert report["settings"]["viewers"] == 2, "two encoders share each frame (they crashed on rgb24 frames)"
     streams = report["results"]["streams"]
     assert set(streams) == {"bench-0", "bench-1"}
     for stream in streams.values():
