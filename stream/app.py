@@ -13,7 +13,7 @@ from aiohttp import web
 from aiortc import RTCSessionDescription
 
 from models.errors import FakewebError
-from stream.cameras import CameraConfigError
+from stream.cameras import CameraConfigError, CameraStorageError
 from stream.openapi import OPENAPI
 from stream.service import BadOffer, LimitReached, LiveService, NotFound
 
@@ -30,7 +30,7 @@ def error(status: int, message: str) -> web.Response:
 
 
 def _status_for(exc: FakewebError) -> int:
-    if isinstance(exc, LimitReached):
+    if isinstance(exc, LimitReached | CameraStorageError):
         return 503
     if isinstance(exc, NotFound):
         return 404
@@ -53,6 +53,16 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         return error(500, "internal error")
 
 
+def token_matches(presented: str, token: str) -> bool:
+    """Constant-time comparison of a presented token with the configured one.
+
+    Header and form values that are not valid UTF-8 reach us with surrogate escapes; they are compared as the
+    bytes that were sent (and never match) instead of failing to encode.
+    """
+    sent = presented.encode("utf-8", "surrogateescape")
+    return bool(sent) and hmac.compare_digest(sent, token.encode("utf-8"))
+
+
 def auth_middleware(token: str | None) -> Any:
     """Without a token everything is open (the server then binds loopback only); with one, all but health."""
 
@@ -62,7 +72,7 @@ def auth_middleware(token: str | None) -> Any:
             return await handler(request)
         presented = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
         presented = presented or request.cookies.get(TOKEN_COOKIE, "")
-        if presented and hmac.compare_digest(presented.encode(), token.encode()):
+        if token_matches(presented, token):
             return await handler(request)
         if request.path.startswith("/api/"):
             return error(401, "missing or wrong token")
@@ -80,8 +90,9 @@ async def read_json(request: web.Request, max_bytes: int) -> dict[str, Any]:
         raise BadOffer(f"request body too large (limit {max_bytes} bytes)")
     try:
         data = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BadOffer(f"body is not valid JSON ({exc})") from exc
+    except (ValueError, RecursionError) as exc:  # also too deep nesting, integers over 4300 digits
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)[:200]
+        raise BadOffer(f"body is not valid JSON ({reason})") from exc
     if not isinstance(data, dict):
         raise BadOffer("body must be a JSON object")
     return data
@@ -120,9 +131,12 @@ class Routes:
 
     async def login(self, request: web.Request) -> web.Response:
         token = self.service(request).config.token
-        form = await request.post()
+        try:
+            form = await request.post()
+        except (ValueError, LookupError, AssertionError):  # a broken form body or an unknown charset
+            return web.Response(status=400, text=_page("login.html"), content_type="text/html")
         presented = str(form.get("token", ""))
-        if token is None or not hmac.compare_digest(presented.encode(), token.encode()):
+        if token is None or not token_matches(presented, token):
             return web.Response(status=401, text=_page("login.html"), content_type="text/html")
         response = web.HTTPFound("/")
         response.set_cookie(TOKEN_COOKIE, presented, httponly=True, samesite="Strict")

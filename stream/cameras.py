@@ -23,6 +23,10 @@ class CameraConfigError(FakewebError):
     """A camera definition is invalid, or the camera file cannot be read."""
 
 
+class CameraStorageError(FakewebError):
+    """The camera list cannot be saved (disk full, read-only, ...); the list is left as it was."""
+
+
 @dataclass(frozen=True)
 class Camera:
     """One configured camera. `url` may hold credentials: show `public_url`, never `url`."""
@@ -56,6 +60,14 @@ class CameraList:
         self.path = path
         self._lock = threading.Lock()
         self._cameras: dict[str, Camera] = self._read()
+        self._remove_stale_temp_files()
+
+    def _remove_stale_temp_files(self) -> None:
+        """Delete temp files a crash left between writing and renaming (the list itself is intact)."""
+        if not self.path.parent.is_dir():
+            return
+        for stale in self.path.parent.glob(f".{self.path.name}.*"):
+            stale.unlink(missing_ok=True)
 
     def _read(self) -> dict[str, Camera]:
         if not self.path.exists():
@@ -68,6 +80,12 @@ class CameraList:
         return {camera.camera_id: camera for camera in cameras}
 
     def _write(self, cameras: dict[str, Camera]) -> None:
+        try:
+            self._replace_file(cameras)
+        except OSError as exc:
+            raise CameraStorageError(f"cannot save the camera list: {exc.strerror or exc}") from exc
+
+    def _replace_file(self, cameras: dict[str, Camera]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         payload = json.dumps({"cameras": [asdict(c) for c in cameras.values()]}, indent=2) + "\n"
         descriptor, temp_name = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=self.path.parent)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 import sys
 from collections.abc import Mapping
@@ -12,6 +13,7 @@ from typing import Any
 
 from models.errors import FakewebError
 from models.package import DEFAULT_PACKAGE_DIR
+from stream.rtsp import DEFAULT_BACKOFF
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -49,12 +51,22 @@ class ServiceConfig:
     batch_max_size: int = 16
     batch_max_wait_ms: float = 4.0
     loopback_ice: bool = False
+    rtsp_backoff_seconds: tuple[float, ...] = DEFAULT_BACKOFF
+    """Waits before a lost camera's reconnect attempts, one step per failure in a row; the last repeats."""
+    rtsp_stall_seconds: float = 5.0
+    """A live camera that delivers no frame for this long is reconnected (the watchdog)."""
+    max_parallel_frames: int = 0
+    """Frames processed at once across all streams; 0: one per CPU core. The others wait, replaceable."""
+    connect_timeout_seconds: float = 15.0
+    """A WebRTC peer that has not connected this long after its answer is closed, freeing its slot."""
 
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536:
             raise ConfigError(f"port must be 1-65535, got {self.port}")
         if self.token is not None and len(self.token) < 8:
             raise ConfigError("token must be at least 8 characters")
+        if self.token is not None and self.token != self.token.strip():
+            raise ConfigError("token must not start or end with whitespace")
         if not self.token and not is_loopback(self.host):
             raise ConfigError(
                 f"refusing to bind {self.host} without a token: set FAKEWEB_TOKEN (or --token) "
@@ -70,6 +82,13 @@ class ServiceConfig:
         ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1")
+        if self.max_parallel_frames < 0:
+            raise ConfigError("max_parallel_frames must be >= 0 (0: one per CPU core)")
+        if not self.rtsp_backoff_seconds or not all(0 <= s < math.inf for s in self.rtsp_backoff_seconds):
+            raise ConfigError("rtsp_backoff_seconds must be one or more waits >= 0")
+        for name in ("rtsp_stall_seconds", "connect_timeout_seconds"):
+            if not 0 < getattr(self, name) < math.inf:
+                raise ConfigError(f"{name} must be > 0")
 
     @property
     def cameras_file(self) -> Path:
@@ -100,6 +119,9 @@ def _coerce(name: str, value: Any) -> Any:
             return str(value).strip().lower() in ("1", "true", "yes", "on")
         if kind is Path or default.name == "data_dir":
             return Path(value)
+        if kind is tuple:  # a TOML list, or "1, 1, 5" from the environment
+            items = value if isinstance(value, list | tuple) else str(value).replace(",", " ").split()
+            return tuple(float(item) for item in items)
         return kind(value)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"setting {name}: invalid value {value!r} ({exc})") from exc

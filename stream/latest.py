@@ -51,6 +51,19 @@ class LatestSlot(Generic[T]):
             self.delivered += 1
             return item
 
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait up to `timeout` seconds until an item is waiting, without taking it; False on timeout.
+        Raises SlotClosed once closed."""
+        with self._condition:
+            self._condition.wait_for(lambda: self._has_item or self._closed, timeout)
+            if self._closed:
+                raise SlotClosed()
+            return self._has_item
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     @property
     def depth(self) -> int:
         """1 when an item is waiting, else 0 (the queue-depth gauge of this stage)."""

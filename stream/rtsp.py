@@ -12,9 +12,13 @@ shows) can tell them apart without a flag on `Frame`.
 
 Callbacks run on the camera's threads (`on_state` also on the caller's, from `start` and `stop`). The reader
 keeps no queue and never waits for a consumer: `on_frame` must return at once (put the frame in a
-latest-frame-wins slot and let the pipeline take it from there).
+latest-frame-wins slot and let the pipeline take it from there). With `on_decoded` instead, the reader hands
+over `DecodedFrame`s and the consumer converts only the frames it takes: converting to RGB and downscaling cost
+twice the decode of a 720p frame, so under overload a reader that converted every frame would fall behind the
+camera (a lag that no latency measured from the decoder shows).
 
 URLs may carry credentials (`rtsp://user:pass@host/path`); every log line and `repr` shows `redact_url(url)`.
+A `file:` URL is played at its frame rate (a recorded camera) and starts over when it ends.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from fractions import Fraction
 from typing import TypeVar
+from urllib.parse import urlsplit
 
 import av
 import cv2
@@ -37,6 +42,7 @@ import numpy as np
 from models.errors import InputError
 from stream.file_source import open_video
 from stream.frames import Frame
+from stream.timing import StageTimes
 
 logger = logging.getLogger(__name__)
 
@@ -164,11 +170,66 @@ class Backoff:
 def fit_within(image: np.ndarray, max_width: int, max_height: int) -> np.ndarray:
     """`image` shrunk to fit max_width x max_height, keeping its aspect (INTER_AREA); as is if it fits."""
     height, width = image.shape[:2]
+    size = fitted_size(width, height, max_width, max_height)
+    if size == (width, height):
+        return image
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+
+
+def fitted_size(width: int, height: int, max_width: int, max_height: int) -> tuple[int, int]:
+    """The (width, height) `fit_within` gives a width x height picture."""
     scale = min(max_width / width, max_height / height)
     if scale >= 1:
-        return image
-    size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+        return width, height
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+@dataclass(frozen=True)
+class DecodedFrame:
+    """A camera picture as decoded, not yet RGB: `to_frame` converts and downscales it (timed as the `decode`
+    stage) on the thread that takes it, so a frame dropped before anyone takes it costs its decode only."""
+
+    camera_id: str
+    index: int
+    video_frame: av.VideoFrame
+    capture_time: float
+    pts: int | None
+    time_base: Fraction | None
+    max_width: int
+    max_height: int
+
+    def to_frame(self, times: StageTimes) -> Frame:
+        with times.measure("decode"):
+            image = fit_within(self.video_frame.to_ndarray(format="rgb24"), self.max_width, self.max_height)
+        return Frame(self.camera_id, self.index, image, self.capture_time, self.pts, self.time_base)
+
+
+class _Pace:
+    """Plays a file at its frame rate: the seconds to wait before each frame, from its timestamp.
+
+    A jump of more than `max_jump` seconds (a broken or looping file) starts the count over instead of
+    stalling the reader or bursting.
+    """
+
+    def __init__(self, rate: Fraction | None, max_jump: float = 1.0) -> None:
+        self.period = 1 / float(rate) if rate else None  # for frames without a timestamp
+        self.max_jump = max_jump
+        self._start: tuple[float, float] | None = None  # (monotonic time, frame time) the count starts from
+        self._last = 0.0
+
+    def wait(self, frame_time: float | None) -> float:
+        if frame_time is None:
+            if self.period is None:
+                return 0.0
+            frame_time = self._last + self.period
+        self._last = frame_time
+        now = time.monotonic()
+        if self._start is None:
+            self._start = (now, frame_time)
+        wait = self._start[0] + frame_time - self._start[1] - now
+        if not -self.max_jump <= wait <= self.max_jump:
+            self._start, wait = (now, frame_time), 0.0
+        return max(wait, 0.0)
 
 
 def placeholder_image(width: int, height: int, lines: Sequence[str]) -> np.ndarray:
@@ -204,7 +265,8 @@ class RtspCamera:
     `on_state` gets each state change. `on_placeholder` gets placeholder frames while the camera runs and is
     not LIVE (the size of the last camera frame, `index` counting placeholders, no pts). Callbacks must be
     quick; an exception from one is counted and logged once, and the camera carries on. `clock` must tick in
-    seconds like `time.monotonic`.
+    seconds like `time.monotonic`. Given `on_decoded`, frames go there as `DecodedFrame`s instead of to
+    `on_frame` (same index, times and size once converted).
     """
 
     def __init__(
@@ -216,6 +278,7 @@ class RtspCamera:
         config: RtspConfig | None = None,
         clock: Callable[[], float] = time.monotonic,
         on_placeholder: Callable[[Frame], None] | None = None,
+        on_decoded: Callable[[DecodedFrame], None] | None = None,
     ) -> None:
         self.camera_id = camera_id
         self._url = url
@@ -224,6 +287,8 @@ class RtspCamera:
         self._on_frame = on_frame
         self._on_state = on_state
         self._on_placeholder = on_placeholder
+        self._on_decoded = on_decoded
+        self._is_file = urlsplit(url).scheme == "file"  # played at its frame rate, like a camera
         self._clock = clock
         self._lock = threading.RLock()
         self._stopping = threading.Event()
@@ -346,6 +411,7 @@ class RtspCamera:
             return _describe(error)
         stream.thread_type = "SLICE"  # frame threading would hold back a frame per thread: latency
         opened = self._clock()
+        pace = _Pace(stream.average_rate) if self._is_file else None
         try:
             for packet in container.demux(stream):
                 if self._stopping.is_set():
@@ -357,10 +423,9 @@ class RtspCamera:
                         self._decode_errors += 1
                     continue
                 for video_frame in decoded:
-                    image = fit_within(
-                        video_frame.to_ndarray(format="rgb24"), self.config.max_width, self.config.max_height
-                    )
-                    if not self._deliver(image, video_frame.pts, stream.time_base):
+                    if pace is not None and self._stopping.wait(pace.wait(video_frame.time)):
+                        return "stopped"
+                    if not self._deliver(video_frame, stream.time_base):
                         return self._stale or "stopped"
                 if self._clock() - max(opened, self._last_frame_time or opened) > self.config.stall_timeout:
                     return f"no frame for {self.config.stall_timeout:g} s"
@@ -370,9 +435,12 @@ class RtspCamera:
         finally:
             container.close()
 
-    def _deliver(self, image: np.ndarray, pts: int | None, time_base: Fraction | None) -> bool:
-        """Hand one frame to `on_frame`; False when the connection is to be dropped instead."""
+    def _deliver(self, video_frame: av.VideoFrame, time_base: Fraction | None) -> bool:
+        """Hand one frame to `on_frame` (converted) or `on_decoded`; False when the connection is to be
+        dropped instead."""
         now = self._clock()
+        config = self.config
+        size = fitted_size(video_frame.width, video_frame.height, config.max_width, config.max_height)
         with self._lock:
             if self._stale is not None or self._stopping.is_set():
                 return False
@@ -380,11 +448,24 @@ class RtspCamera:
             self._frames += 1
             self._last_frame_time = now
             self._frame_times.append(now)
-            self._size = (image.shape[1], image.shape[0])
+            self._size = size
             if self._state is not CameraState.LIVE:
                 self._live_since = now
-                self._set_state(CameraState.LIVE, f"live at {image.shape[1]}x{image.shape[0]}")
-        self._call(self._on_frame, Frame(self.camera_id, index, image, now, pts, time_base))
+                self._set_state(CameraState.LIVE, f"live at {size[0]}x{size[1]}")
+        decoded = DecodedFrame(
+            self.camera_id,
+            index,
+            video_frame,
+            now,
+            video_frame.pts,
+            time_base,
+            config.max_width,
+            config.max_height,
+        )
+        if self._on_decoded is not None:
+            self._call(self._on_decoded, decoded)
+        else:
+            self._call(self._on_frame, decoded.to_frame(StageTimes()))
         return True
 
     # The watchdog thread.

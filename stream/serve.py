@@ -10,9 +10,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aioice.ice
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from models.package import ModelPackage
 from models.store import open_store
@@ -66,6 +68,51 @@ def _on_swap(metrics: Metrics, watcher: ModelWatcher | None) -> None:
         metrics.set_model(current.version, current.backend, current.device)
 
 
+class MalformedRequestFilter(logging.Filter):
+    """aiohttp logs a request it cannot parse (a client's fault, answered 400) as an ERROR with a traceback:
+    a client could fill the log with them. Make each a one-line DEBUG record, as aiohttp does for non-HTTP
+    data."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if not isinstance(error, HttpProcessingError):
+            return True
+        reason = " ".join(str(error).split())[:200]
+        record.msg, record.args = f"{record.getMessage()}: malformed request ({reason})", ()
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        record.exc_info, record.exc_text = None, None
+        return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+
+
+def quiet_malformed_requests() -> None:
+    server_logger = logging.getLogger("aiohttp.server")
+    if not any(isinstance(existing, MalformedRequestFilter) for existing in server_logger.filters):
+        server_logger.addFilter(MalformedRequestFilter())
+
+
+PEER_SETUP_TASK = "RTCPeerConnection.__connect"
+
+
+def quiet_peer_setup_errors(loop: asyncio.AbstractEventLoop) -> None:
+    """aiortc sets up a connection in a task of its own; a malformed offer (already refused with 400 and
+    counted as `bad_offer`) can make that task fail, which asyncio would log as an ERROR with a traceback.
+    Log those as one DEBUG line; every other unhandled error keeps the default handling."""
+    previous = loop.get_exception_handler()
+
+    def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        future = context.get("future")
+        coroutine = future.get_coro() if isinstance(future, asyncio.Task) else None
+        error = context.get("exception")
+        if getattr(coroutine, "__qualname__", "") == PEER_SETUP_TASK and isinstance(error, Exception):
+            logger.debug("a WebRTC connection setup failed: %s: %s", type(error).__name__, error)
+        elif previous is not None:
+            previous(loop, context)
+        else:
+            loop.default_exception_handler(context)
+
+    loop.set_exception_handler(handler)
+
+
 def use_loopback_ice() -> None:
     """Make aioice offer 127.0.0.1 as its host candidate (for machines whose only interface is loopback)."""
     aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: ["127.0.0.1"] if use_ipv4 else []
@@ -96,6 +143,8 @@ async def serving(config: ServiceConfig) -> AsyncIterator[RunningService]:
     """
     if config.loopback_ice:
         use_loopback_ice()
+    quiet_malformed_requests()
+    quiet_peer_setup_errors(asyncio.get_running_loop())
     metrics = Metrics()
     loaded = await asyncio.to_thread(load_model, config, metrics)
     cameras = CameraList(config.cameras_file)
@@ -122,8 +171,24 @@ async def serving(config: ServiceConfig) -> AsyncIterator[RunningService]:
         logger.info("stopped")
 
 
+SERVICE_LOGGERS = ("stream", "models")
+
+
+def show_service_events() -> None:
+    """Log the service's own INFO lines (a camera live again, a model swapped, the store reachable again).
+
+    The command line logs warnings only; an unattended service must also say when a failure is over.
+    Third-party libraries stay at their level; `--verbose` (DEBUG) is left alone.
+    """
+    for name in SERVICE_LOGGERS:
+        service_logger = logging.getLogger(name)
+        if service_logger.getEffectiveLevel() > logging.INFO:
+            service_logger.setLevel(logging.INFO)
+
+
 async def run_service(config: ServiceConfig, stop: asyncio.Event | None = None) -> None:
     """Serve until `stop` is set or SIGINT/SIGTERM arrives; then close peers, readers, workers, watcher."""
+    show_service_events()
     stop = stop or asyncio.Event()
     async with serving(config) as running:
         loop = asyncio.get_running_loop()

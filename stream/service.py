@@ -10,14 +10,16 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import time
 import uuid
+import weakref
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import av
-from aiortc import RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.contrib.media import MediaRelay
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
@@ -35,7 +37,7 @@ from stream.reload import ModelHolder
 from stream.rtsp import RtspCamera, RtspConfig
 from stream.scoring import ScoringConfig
 from stream.timing import StageTimes
-from stream.worker import StreamWorker
+from stream.worker import FairGate, StreamWorker
 
 logger = logging.getLogger(__name__)
 
@@ -120,6 +122,36 @@ class LiveStream:
         }
 
 
+PEER_CLOSE_TIMEOUT = 5.0
+
+
+async def _close_quietly(peer: RTCPeerConnection) -> None:
+    """Close a peer, whatever state a malformed offer left it in.
+
+    aiortc can fail half-way through `close()` on a peer whose description it half applied (and a second
+    `close()` would then wait forever); stop its transports one by one instead, so no socket is left open.
+    """
+    try:
+        await asyncio.wait_for(peer.close(), PEER_CLOSE_TIMEOUT)
+        return
+    except Exception as exc:  # noqa: BLE001 - see above
+        logger.debug("closing a peer failed (%s: %s); stopping its transports", type(exc).__name__, exc)
+    transports: list[Any] = []
+    for transceiver in peer.getTransceivers():
+        dtls = transceiver.receiver.transport
+        transports += [transceiver, dtls, getattr(dtls, "transport", None)]
+    sctp = peer.sctp
+    if sctp is not None:
+        transports += [sctp, sctp.transport, getattr(sctp.transport, "transport", None)]
+    for transport in transports:
+        if transport is None:
+            continue
+        try:
+            await asyncio.wait_for(transport.stop(), PEER_CLOSE_TIMEOUT)
+        except Exception:  # noqa: BLE001, S112 - best effort, one by one
+            continue
+
+
 def face_json(face: Any) -> dict[str, Any]:
     return {
         "track_id": face.track_id,
@@ -146,19 +178,33 @@ class LiveService:
             max_wait=config.batch_max_wait_ms / 1000.0,
             on_batch=metrics.observe_batch,
         )
+        self.gate = FairGate(config.max_parallel_frames or os.cpu_count() or 1)
+        """Permits to process a frame, shared by every stream's worker (see `stream.worker`)."""
         self.relay = MediaRelay()
         self.streams: dict[str, LiveStream] = {}
         self.peers: set[RTCPeerConnection] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._removals: set[asyncio.Future[None]] = set()
+        self._closing: dict[RTCPeerConnection, asyncio.Future[None]] = {}  # closes in progress
+        self._closed: weakref.WeakSet[RTCPeerConnection] = weakref.WeakSet()
+        self._adding = 0
+        """Cameras being added (their file write in progress): they hold a stream slot already."""
 
     # -- lifecycle ---------------------------------------------------------------------------------------------
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self.batcher.start()
-        for camera in self.cameras.all():
-            self._start_camera(camera)
+        cameras = self.cameras.all()
+        if len(cameras) > self.config.max_streams:
+            logger.warning(
+                "%d cameras are configured but max_streams is %d: starting all of them; new streams are "
+                "refused until there are fewer",
+                len(cameras),
+                self.config.max_streams,
+            )
+        for camera in cameras:
+            self._start_camera(camera, configured=True)
 
     async def close(self) -> None:
         """Close every peer, stop readers and workers, then the batcher: nothing is left running.
@@ -194,20 +240,25 @@ class LiveService:
             overlay=OverlayConfig(mesh_for=config.mesh_for),  # type: ignore[arg-type]
         )
 
-    def _create_stream(
-        self, stream_id: str, kind: StreamKind, name: str, camera: Camera | None
-    ) -> LiveStream:
-        assert self._loop is not None, "service not started"
-        if len(self.streams) >= self.config.max_streams:
+    def _check_stream_limit(self) -> None:
+        if len(self.streams) + self._adding >= self.config.max_streams:
             self.metrics.count_rejected("max_streams")
             raise LimitReached(f"stream limit reached ({self.config.max_streams} streams)")
+
+    def _create_stream(
+        self, stream_id: str, kind: StreamKind, name: str, camera: Camera | None, limit: bool = True
+    ) -> LiveStream:
+        """Create and start a stream's worker; `limit` False for cameras of the saved list and reserved slots."""
+        assert self._loop is not None, "service not started"
+        if limit:
+            self._check_stream_limit()
         label = self.labels.label_for(stream_id, kind)
         feed = AnnotatedFeed(self._loop)
         track = AnnotatedTrack(feed, on_sent=lambda seconds: self.metrics.observe_end_to_end(label, seconds))
         pipeline = StreamPipeline(stream_id, self._pipeline_config(), self.batcher.classify)
         holder: dict[str, LiveStream] = {}
         worker = StreamWorker(
-            pipeline, lambda frame, result: self._on_output(holder["stream"], frame, result)
+            pipeline, lambda frame, result: self._on_output(holder["stream"], frame, result), self.gate
         )
         stream = LiveStream(stream_id, kind, name, label, worker, feed, track, camera)
         holder["stream"] = stream
@@ -263,26 +314,38 @@ class LiveService:
             self.metrics.forget_stream(released)
 
     # -- cameras -----------------------------------------------------------------------------------------------
-    def _start_camera(self, camera: Camera) -> LiveStream:
-        stream = self._create_stream(camera.camera_id, "camera", camera.name, camera)
-        reader_config = RtspConfig(max_width=self.config.max_width, max_height=self.config.max_height)
+    def _start_camera(self, camera: Camera, configured: bool = False) -> LiveStream:
+        """Start a camera's stream; a `configured` camera (saved, or its slot reserved) skips the limit."""
+        stream = self._create_stream(camera.camera_id, "camera", camera.name, camera, limit=not configured)
+        config = self.config
+        reader_config = RtspConfig(
+            stall_timeout=config.rtsp_stall_seconds,
+            backoff_schedule=config.rtsp_backoff_seconds,
+            max_width=config.max_width,
+            max_height=config.max_height,
+        )
         stream.reader = RtspCamera(
             camera.camera_id,
             camera.url,
             on_frame=stream.worker.submit,
             config=reader_config,
             on_placeholder=lambda frame: stream.feed.publish(frame.image, frame.capture_time),
+            on_decoded=stream.worker.submit,  # converted on the worker: dropped frames cost their decode only
         )
         stream.reader.start()
         return stream
 
     async def add_camera(self, name: str, url: str) -> dict[str, Any]:
+        """Save a new camera, then start it. Its stream slot is reserved before the file is written, so
+        concurrent additions never save more cameras than `max_streams` allows."""
         camera = Camera.new(name, url)
-        if len(self.streams) >= self.config.max_streams:
-            self.metrics.count_rejected("max_streams")
-            raise LimitReached(f"stream limit reached ({self.config.max_streams} streams)")
-        await asyncio.to_thread(self.cameras.add, camera)
-        return self._start_camera(camera).describe()
+        self._check_stream_limit()
+        self._adding += 1
+        try:
+            await asyncio.to_thread(self.cameras.add, camera)
+        finally:
+            self._adding -= 1
+        return self._start_camera(camera, configured=True).describe()
 
     async def remove_stream(self, stream_id: str) -> None:
         stream = self.streams.get(stream_id)
@@ -326,25 +389,58 @@ class LiveService:
         if len(self.peers) >= self.config.max_viewers:
             self.metrics.count_rejected("max_viewers")
             raise LimitReached(f"viewer limit reached ({self.config.max_viewers} peer connections)")
-        peer = RTCPeerConnection()
+        # On a loopback-only host no STUN server is reachable: aiortc's default (a public one) would only
+        # delay the answer and send queries off the machine.
+        configuration = RTCConfiguration(iceServers=[]) if self.config.loopback_ice else None
+        peer = RTCPeerConnection(configuration)
         self.peers.add(peer)
         return peer
 
     async def _answer(self, peer: RTCPeerConnection, offer: RTCSessionDescription) -> RTCSessionDescription:
+        """Apply the offer and answer it; a peer that has not connected `connect_timeout_seconds` later is
+        closed, so offers that are never followed by a connection do not hold a viewer or stream slot."""
         try:
             await peer.setRemoteDescription(offer)
             await peer.setLocalDescription(await peer.createAnswer())
-        except (ValueError, TypeError, KeyError, IndexError) as exc:
+        except Exception as exc:  # noqa: BLE001 - aiortc raises many kinds on a malformed offer
             await self._close_peer(peer)
             self.metrics.count_rejected("bad_offer")
-            raise BadOffer(f"cannot use this offer: {exc}") from exc
+            # aiortc's ValueErrors describe the offer; anything else is its internals tripping over it.
+            reason = " ".join(str(exc).split())[:200] if isinstance(exc, ValueError) else ""
+            logger.debug("refused an offer: %s: %s", type(exc).__name__, exc)
+            raise BadOffer(f"cannot use this offer: {reason or 'malformed session description'}") from exc
+        self._spawn(self._expire_unconnected(weakref.ref(peer)))
         return peer.localDescription
 
+    async def _expire_unconnected(self, reference: weakref.ref[RTCPeerConnection]) -> None:
+        """Close the peer if it has not connected in time (held weakly: a peer closed meanwhile is freed)."""
+        await asyncio.sleep(self.config.connect_timeout_seconds)
+        peer = reference()
+        if peer is not None and peer in self.peers and peer.connectionState != "connected":
+            logger.info(
+                "closing a peer that did not connect within %g s (state %s)",
+                self.config.connect_timeout_seconds,
+                peer.connectionState,
+            )
+            self.metrics.count_rejected("connect_timeout")
+            await self._close_peer(peer)
+
     async def _close_peer(self, peer: RTCPeerConnection) -> None:
+        """Forget the peer and close it, once: later calls wait for the first close to end."""
         self.peers.discard(peer)
         for stream in self.streams.values():
             stream.peers.discard(peer)
-        await peer.close()
+        if peer in self._closed:
+            return
+        closing = self._closing.get(peer)
+        if closing is None:
+            closing = self._closing[peer] = asyncio.ensure_future(_close_quietly(peer))
+            closing.add_done_callback(lambda _: self._forget_closed(peer))
+        await asyncio.shield(closing)
+
+    def _forget_closed(self, peer: RTCPeerConnection) -> None:
+        self._closing.pop(peer, None)
+        self._closed.add(peer)  # weakly: a closed peer is freed as soon as nothing else holds it
 
     async def browser_offer(self, offer: RTCSessionDescription) -> RTCSessionDescription:
         """A browser sends its webcam; it receives the annotated video and face verdicts on a data channel."""
@@ -370,7 +466,8 @@ class LiveService:
 
         try:
             return await self._answer(peer, offer)
-        except BadOffer:
+        except BaseException:
+            await self._close_peer(peer)
             await self._remove_stream(stream_id)
             raise
 
@@ -380,14 +477,22 @@ class LiveService:
         if stream is None:
             raise NotFound(f"no stream {stream_id}")
         peer = self._new_peer()
-        self._attach(peer, stream)
+        try:
+            self._attach(peer, stream)
+        except BaseException:
+            await self._close_peer(peer)
+            raise
 
         @peer.on("connectionstatechange")
         async def on_state() -> None:
             if peer.connectionState in ("failed", "closed"):
                 await self._close_peer(peer)
 
-        return await self._answer(peer, offer)
+        try:
+            return await self._answer(peer, offer)
+        except BaseException:
+            await self._close_peer(peer)
+            raise
 
     def _attach(self, peer: RTCPeerConnection, stream: LiveStream) -> None:
         """Send `stream`'s annotated video to `peer`, and its face verdicts on the data channels it opens."""

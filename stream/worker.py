@@ -2,6 +2,12 @@
 
 Input arrives from an RTSP reader thread or a WebRTC receive task through a `LatestSlot`, so a slow pipeline drops
 stale frames (counted) instead of building a backlog.
+
+Workers may share a `gate` (a `FairGate`: one permit per frame that may be processed at once, across all
+streams, handed out in turn). A worker takes its newest frame only once it holds a permit, so with more streams
+than cores a frame waits as a replaceable item in its slot, not half-processed on a starved thread: each
+processed frame takes about its own processing time whatever the number of streams, and the others are dropped
+as stale.
 """
 
 from __future__ import annotations
@@ -9,6 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -43,11 +50,56 @@ class StreamStats:
     faces: list[FaceResult] = field(default_factory=list)
 
 
+class FairGate:
+    """Permits to process a frame, handed out in the order they were asked for.
+
+    A worker that has just finished a frame queues behind the workers already waiting (a plain semaphore lets
+    it take the permit straight back, starving the others).
+    """
+
+    def __init__(self, permits: int) -> None:
+        if permits < 1:
+            raise ValueError(f"permits must be >= 1, got {permits}")
+        self.permits = permits
+        self._lock = threading.Lock()
+        self._free = permits
+        self._waiting: deque[threading.Event] = deque()
+
+    def acquire(self, wanted: Callable[[], bool], poll: float = 0.5) -> bool:
+        """Wait for a permit while `wanted()` (asked every `poll` s); False, holding none, once it is not."""
+        with self._lock:
+            if self._free and not self._waiting:
+                self._free -= 1
+                return True
+            turn = threading.Event()
+            self._waiting.append(turn)
+        while not turn.wait(poll):
+            if not wanted():
+                with self._lock:
+                    if turn.is_set():  # handed over just now: pass it on
+                        self._release_locked()
+                    else:
+                        self._waiting.remove(turn)
+                return False
+        return True
+
+    def release(self) -> None:
+        with self._lock:
+            self._release_locked()
+
+    def _release_locked(self) -> None:
+        if self._waiting:
+            self._waiting.popleft().set()  # straight to the longest waiting worker
+        else:
+            self._free += 1
+
+
 class StreamWorker:
     """Runs `pipeline` over the newest frames put into `submit`, calling `on_output` for each processed frame."""
 
-    def __init__(self, pipeline: StreamPipeline, on_output: OutputFn) -> None:
+    def __init__(self, pipeline: StreamPipeline, on_output: OutputFn, gate: FairGate | None = None) -> None:
         self.pipeline = pipeline
+        self._gate = gate
         self.stream_id = pipeline.stream_id
         self._on_output = on_output
         self._slot: LatestSlot[FrameInput] = LatestSlot()
@@ -74,11 +126,19 @@ class StreamWorker:
         try:
             while True:
                 try:
-                    item = self._slot.get(timeout=1.0)
+                    if self._gate is None:
+                        item = self._slot.get(timeout=1.0)
+                        if item is not None:
+                            self._process(item)
+                    elif self._slot.wait(timeout=1.0) and self._gate.acquire(lambda: not self._slot.closed):
+                        try:
+                            item = self._slot.get(timeout=0)  # the newest, taken only now
+                            if item is not None:
+                                self._process(item)
+                        finally:
+                            self._gate.release()
                 except SlotClosed:
                     return
-                if item is not None:
-                    self._process(item)
         finally:
             self.pipeline.close()
 

@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import aiohttp
-from aiortc import RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from prometheus_client.parser import text_string_to_metric_families
 from server_process import ServerProcess
@@ -85,10 +85,15 @@ class Client:
     """An aiortc peer of the service, like the page: sends `track` (or only receives), opens a "faces" channel.
 
     Counts received video frames and face messages; `brightness` is the mean grey level of the last frame.
+    `ice_servers` replaces aiortc's default (a public STUN server); pass [] to stay on the machine.
     """
 
-    def __init__(self, track: MediaStreamTrack | None = None) -> None:
-        self.peer = RTCPeerConnection()
+    def __init__(
+        self, track: MediaStreamTrack | None = None, ice_servers: list[RTCIceServer] | None = None
+    ) -> None:
+        self.peer = RTCPeerConnection(
+            None if ice_servers is None else RTCConfiguration(iceServers=ice_servers)
+        )
         self.frames = 0
         self.messages = 0
         self.brightness = 0.0

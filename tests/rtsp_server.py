@@ -18,6 +18,7 @@ Imported, `RtspTestServer` runs that script and lets a test kill, freeze (SIGSTO
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -51,6 +52,26 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def stable_port() -> int:
+    """A free TCP port below the kernel's ephemeral range, for a server that is killed and restarted on the same
+    port: while it is down, no outgoing connection (of this or another process) can be given that port, and
+    no connection attempt can connect to itself on it (which looks like a listening server)."""
+    try:
+        ephemeral_low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        ephemeral_low = 32768
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randint(20000, max(20001, ephemeral_low - 1))
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    return free_port()
+
+
 def port_open(port: int) -> bool:
     """Whether something accepts TCP connections on 127.0.0.1:`port`."""
     try:
@@ -65,7 +86,7 @@ class RtspTestServer:
 
     def __init__(self, clip: Path, port: int | None = None, path: str = "cam") -> None:
         self.clip = Path(clip)
-        self.port = port if port is not None else free_port()
+        self.port = port if port is not None else stable_port()
         self.path = path
         self._process: subprocess.Popen[bytes] | None = None
         self._log = tempfile.TemporaryFile()
@@ -75,13 +96,14 @@ class RtspTestServer:
         return f"rtsp://127.0.0.1:{self.port}/{self.path}"
 
     def start(self, timeout: float = 10.0) -> None:
-        """Start the process and wait until the port accepts connections."""
+        """Start the process and wait until it says it serves and the port accepts connections."""
         if self._process is not None and self._process.poll() is None:
             raise RuntimeError("the RTSP test server is already running")
         command = [SYSTEM_PYTHON, str(Path(__file__).resolve()), str(self.clip), str(self.port), self.path]
+        started_at = os.fstat(self._log.fileno()).st_size
         self._process = subprocess.Popen(command, stdout=self._log, stderr=self._log)
         deadline = time.monotonic() + timeout
-        while not port_open(self.port):
+        while not (self._says_serving(started_at) and port_open(self.port)):
             if self._process.poll() is not None:
                 raise RuntimeError(
                     f"the RTSP test server exited with {self._process.returncode}: {self.output()}"
@@ -90,6 +112,10 @@ class RtspTestServer:
                 self.kill()
                 raise TimeoutError(f"the RTSP test server did not listen on {self.port} in {timeout} s")
             time.sleep(0.02)
+
+    def _says_serving(self, since: int) -> bool:
+        """Whether this run of the process printed its "serving" line (it has bound the port itself)."""
+        return b"serving " in os.pread(self._log.fileno(), 1 << 16, since)  # the child's offset stays put
 
     def output(self) -> str:
         """What the process printed so far (for failure messages)."""
