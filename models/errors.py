@@ -19,3 +19,7 @@ class InputError(FakewebError):
 
 class ModelStoreError(FakewebError):
     """A model store is unreachable or refuses an operation, or holds a missing or corrupt version."""
+
+
+class CorruptVersionError(ModelStoreError):
+    """A version's files in the store do not match their manifest's checksums: the version itself is bad."""

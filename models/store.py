@@ -25,7 +25,7 @@ from pathlib import Path, PurePosixPath
 from typing import Protocol
 from urllib.parse import unquote, urlsplit
 
-from models.errors import ModelPackageError, ModelStoreError
+from models.errors import CorruptVersionError, ModelPackageError, ModelStoreError
 from models.manifest import MANIFEST_NAME, Manifest
 from models.package import ModelPackage
 from models.store_local import LocalBackend
@@ -211,7 +211,7 @@ class ModelStore:
         try:
             return ModelPackage.load(folder).manifest
         except ModelPackageError as exc:
-            raise ModelStoreError(f"{source} is corrupt in the store ({exc})") from exc
+            raise CorruptVersionError(f"{source} is corrupt in the store ({exc})") from exc
 
     def _version_for(self, name: str) -> str:
         if ALIAS_RE.fullmatch(name):

@@ -28,7 +28,7 @@ import numpy as np
 
 from models.classifier import Classifier, load_classifier
 from models.devices import Device
-from models.errors import ModelPackageError, ModelStoreError
+from models.errors import CorruptVersionError, ModelPackageError, ModelStoreError
 from models.geometry import Box
 from models.package import ModelPackage
 from models.preprocess import CropSpec, crop_face
@@ -270,6 +270,9 @@ class ModelWatcher:
                 return PollOutcome.UNCHANGED
             try:
                 package = self.store.fetch(record.version, self.cache_dir)
+            except CorruptVersionError as exc:  # the version's bytes in the store fail their checksums
+                self._store_ok()
+                return self._reject(key, str(exc))
             except ModelStoreError as exc:
                 return self._store_failed(exc)
             except ModelPackageError as exc:  # the manifest stored for this version is invalid

@@ -93,13 +93,6 @@ def test_a_version_with_the_wrong_input_size_is_rejected_and_the_old_one_serves(
     assert "ERROR" in line and "input size 48" in line and "still serving v1" in line, line
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="stream/reload.py treats a version that fails its checksums in the store as a store outage "
-    "(ModelStoreError): it warns 'cannot check model store', backs off and downloads it again, and never "
-    "counts it as rejected. Fix: in ModelWatcher.poll, a ModelStoreError caused by a ModelPackageError "
-    "(the download is corrupt) goes to _reject. See docs/reliability.md.",
-)
 def test_a_version_whose_stored_bytes_fail_their_checksum_is_rejected(
     local_server: ServerProcess, local_store: ModelStore, tiny_package: Path, tmp_path: Path
 ) -> None:
