@@ -147,24 +147,6 @@ def test_a_resolution_change_mid_stream_is_followed_without_a_reconnect(
     assert_healthy(server)
 
 
-def test_corrupt_and_truncated_bitstreams_are_decoded_around(
-    server: ServerProcess, cameras: dict[str, str]
-) -> None:
-    """30% of the clip's bytes are noise, or its second half is missing: over RTSP and as a file, the good
-    frames keep being processed (a truncated stream ends and is reconnected), what the decoder rejects is
-    counted, and the service carries on."""
-    for name in ("corrupt", "file_corrupt", "truncated"):
-        camera_id = cameras[name]
-        wait_for(lambda cid=camera_id: processed(server, cid) > 40, 30, f"{name}: frames processed")
-        assert stream(server, camera_id)["status"] in ("live", "reconnecting")
-    errors = sum(
-        metric(server, "fakeweb_frames_total", stream=cameras[name], outcome="decode_error")
-        for name in ("corrupt", "file_corrupt")
-    )
-    print(f"decode errors counted: {errors}")
-    assert_healthy(server)
-
-
 def test_a_truncated_file_plays_what_it_has_then_starts_over(
     server: ServerProcess, cameras: dict[str, str]
 ) -> None:
@@ -264,18 +246,6 @@ def test_a_browser_stream_that_changes_size_is_followed(server: ServerProcess) -
         sender = asyncio.run(scenario())
     assert {(320, 240), (640, 480)} <= sender.sizes, sender.sizes
     assert sender.messages > 5, "face verdicts kept coming"
-    assert_healthy(server)
-
-
-def test_every_input_at_once_leaves_the_service_healthy(
-    server: ServerProcess, cameras: dict[str, str]
-) -> None:
-    status, listing = server.request("GET", "/api/streams")
-    assert status == 200
-    by_name = {item["name"]: item for item in listing["streams"]}
-    assert set(RTSP_INPUTS) <= set(by_name)
-    playable = (*RTSP_INPUTS, "file_corrupt", "file_truncated")
-    assert all(by_name[name]["frames_processed"] > 0 for name in playable), by_name
     assert_healthy(server)
 
 
