@@ -1,18 +1,22 @@
-"""A real RTSP server for tests: GStreamer's RTSP server serving an MP4 in a loop, in a child process.
+"""A real RTSP server for tests: GStreamer's RTSP server serving an MP4 for minutes, in a child process.
 
 Run as a script with the system Python (which has python3-gi; the venv does not):
-`/usr/bin/python3 tests/rtsp_server.py CLIP PORT [PATH]` serves CLIP (H.264 in MP4, no B-frames) on
-`rtsp://127.0.0.1:PORT/PATH`, over TCP and UDP. Each client gets its own pipeline, which loops the clip with
-increasing timestamps: one flushing SEGMENT seek at the first buffer, then a non-flushing SEGMENT seek at each
-segment-done (a plain end-of-stream would make the server send RTCP BYE, which ends FFmpeg clients), each pass
-shifted by one frame so that its first frame does not share the previous last frame's timestamp.
+`/usr/bin/python3 tests/rtsp_server.py CLIP PORT [PATH]` serves CLIP (H.264 in MP4, no B-frames) once on
+`rtsp://127.0.0.1:PORT/PATH`, over TCP and UDP; each client gets its own pipeline from the start of the file.
+
+Imported, `RtspTestServer` serves `looped_clip(clip)`: the clip's packets repeated with increasing timestamps
+into one file of about 10 minutes (no re-encoding), so that a camera seems to stream without end. The pipeline
+does no seeking: looping by SEGMENT seeks on the demuxer (a flushing one at the first buffer) raced with the
+client's PLAY, and the server either aborted (`gst_rtsp_media_get_rates: assertion failed`, a stream without a
+segment) or stopped sending, a few times per hundred connections. At the end of the file the server sends
+RTCP BYE and the client reconnects, as from a camera that restarted.
 
 Pictures arrive bit-exact, also for clips with several slices per picture (PyAV's libx264 writes two on two
 cores): SPS/PPS go once per access unit (`h264parse config-interval=-1` with `alignment=au`). Inserting them
 per NAL (`rtph264pay config-interval=-1`) puts them between slices, and FFmpeg then decodes each slice as a
 picture of its own. FFmpeg gives the first frame of a connection no pts.
 
-Imported, `RtspTestServer` runs that script and lets a test kill, freeze (SIGSTOP), thaw and restart it.
+`RtspTestServer` lets a test kill, freeze (SIGSTOP), thaw and restart the server.
 """
 
 from __future__ import annotations
@@ -72,6 +76,41 @@ def stable_port() -> int:
     return free_port()
 
 
+LOOP_SECONDS = 600.0
+LOOP_MAX_BYTES = 64 << 20
+
+
+def looped_clip(clip: Path, seconds: float = LOOP_SECONDS, max_bytes: int = LOOP_MAX_BYTES) -> Path:
+    """`clip` repeated into one MP4 of about `seconds` (at most `max_bytes`), timestamps increasing by one
+    clip length per pass; made once next to the clip (PyAV, in the calling process: the venv's Python)."""
+    out = clip.with_name(f"{clip.stem}.looped{clip.suffix}")
+    if out.exists() and out.stat().st_mtime >= clip.stat().st_mtime:
+        return out
+    import av
+
+    with av.open(str(clip)) as source:
+        stream = source.streams.video[0]
+        packets = [packet for packet in source.demux(stream) if packet.size]
+        first, last = min(p.pts for p in packets), max(p.pts for p in packets)
+        steps = [b.pts - a.pts for a, b in zip(packets, packets[1:], strict=False) if b.pts > a.pts]
+        span = last - first + (min(steps) if steps else 1)  # one pass, its last frame's duration included
+        repeats = max(1, min(int(seconds / float(span * stream.time_base)), max_bytes // clip.stat().st_size))
+        partial = out.with_name(f".{out.name}.{os.getpid()}.part")
+        with av.open(str(partial), "w", format="mp4") as sink:
+            copy = sink.add_stream_from_template(stream)
+            for loop in range(repeats):
+                for packet in packets:
+                    repeated = av.Packet(bytes(packet))
+                    repeated.pts = packet.pts + loop * span
+                    repeated.dts = packet.dts + loop * span
+                    repeated.time_base = packet.time_base
+                    repeated.is_keyframe = packet.is_keyframe
+                    repeated.stream = copy
+                    sink.mux(repeated)
+    partial.replace(out)  # several servers may share a clip: the complete file appears at once
+    return out
+
+
 def port_open(port: int) -> bool:
     """Whether something accepts TCP connections on 127.0.0.1:`port`."""
     try:
@@ -86,6 +125,7 @@ class RtspTestServer:
 
     def __init__(self, clip: Path, port: int | None = None, path: str = "cam") -> None:
         self.clip = Path(clip)
+        self._served: Path | None = None  # looped_clip(clip), made at the first start
         self.port = port if port is not None else stable_port()
         self.path = path
         self._process: subprocess.Popen[bytes] | None = None
@@ -99,7 +139,9 @@ class RtspTestServer:
         """Start the process and wait until it says it serves and the port accepts connections."""
         if self._process is not None and self._process.poll() is None:
             raise RuntimeError("the RTSP test server is already running")
-        command = [SYSTEM_PYTHON, str(Path(__file__).resolve()), str(self.clip), str(self.port), self.path]
+        if self._served is None:
+            self._served = looped_clip(self.clip)
+        command = [SYSTEM_PYTHON, str(Path(__file__).resolve()), str(self._served), str(self.port), self.path]
         started_at = os.fstat(self._log.fileno()).st_size
         self._process = subprocess.Popen(command, stdout=self._log, stderr=self._log)
         deadline = time.monotonic() + timeout
@@ -156,7 +198,7 @@ class RtspTestServer:
 
 
 def _serve(clip: Path, port: int, path: str) -> None:
-    """Serve `clip` looped on rtsp://127.0.0.1:`port`/`path` until killed (system Python only)."""
+    """Serve `clip` on rtsp://127.0.0.1:`port`/`path` until killed (system Python only)."""
     import gi
 
     gi.require_version("Gst", "1.0")
@@ -166,42 +208,11 @@ def _serve(clip: Path, port: int, path: str) -> None:
     Gst.init(None)
     location = str(clip).replace("\\", "\\\\").replace('"', '\\"')
     launch = (
-        f'( filesrc location="{location}" ! qtdemux name=demux ! h264parse name=parse config-interval=-1 '
+        f'( filesrc location="{location}" ! qtdemux ! h264parse config-interval=-1 '
         "! video/x-h264,alignment=au ! rtph264pay name=pay0 pt=96 )"
     )
-
-    def segment_seek(demux: Gst.Element, flags: Gst.SeekFlags) -> bool:
-        demux.seek(
-            1.0, Gst.Format.TIME, flags | Gst.SeekFlags.SEGMENT, Gst.SeekType.SET, 0, Gst.SeekType.NONE, -1
-        )
-        return False  # a GLib source callback: run once
-
-    def on_media_configure(_factory: GstRtspServer.RTSPMediaFactory, media: GstRtspServer.RTSPMedia) -> None:
-        element = media.get_element()
-        demux = element.get_by_name("demux")
-        sink_pad = element.get_by_name("parse").get_static_pad("sink")
-        last_duration = [0]  # of the newest buffer, in ns
-
-        def on_buffer(_pad: Gst.Pad, info: Gst.PadProbeInfo) -> Gst.PadProbeReturn:
-            if not last_duration[0]:
-                GLib.idle_add(segment_seek, demux, Gst.SeekFlags.FLUSH)
-            duration = info.get_buffer().duration
-            last_duration[0] = duration if duration != Gst.CLOCK_TIME_NONE else Gst.SECOND // 25
-            return Gst.PadProbeReturn.OK
-
-        def on_event(pad: Gst.Pad, info: Gst.PadProbeInfo) -> Gst.PadProbeReturn:
-            if info.get_event().type == Gst.EventType.SEGMENT_DONE:
-                # The next pass starts where the last frame started: shift it by that frame's duration.
-                pad.set_offset(pad.get_offset() + last_duration[0])
-                GLib.idle_add(segment_seek, demux, Gst.SeekFlags.NONE)
-            return Gst.PadProbeReturn.OK
-
-        sink_pad.add_probe(Gst.PadProbeType.BUFFER, on_buffer)
-        sink_pad.add_probe(Gst.PadProbeType.EVENT_DOWNSTREAM, on_event)
-
     factory = GstRtspServer.RTSPMediaFactory()
     factory.set_launch(launch)
-    factory.connect("media-configure", on_media_configure)
     server = GstRtspServer.RTSPServer()
     server.set_address("127.0.0.1")
     server.set_service(str(port))
