@@ -1,13 +1,15 @@
-"""Face detection with MediaPipe BlazeFace: boxes and six keypoints in pixels."""
+"""Face detection with BlazeFace (the model shipped in the mediapipe wheel): boxes and six keypoints in pixels."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Literal
 
-import mediapipe as mp
+import cv2
 import numpy as np
 
+from models.blazeface import FULL_RANGE, SHORT_RANGE, anchor_centres, decode, weighted_nms
+from models.bundled import FACE_DETECTION_FULL_RANGE, FACE_DETECTION_SHORT_RANGE, BundledModel
 from models.geometry import Box, Detection
 
 DetectorRange = Literal["short", "full"]
@@ -28,39 +30,60 @@ class DetectorConfig:
 
 
 class FaceDetector:
-    """BlazeFace over whole RGB frames. Not thread-safe: use one instance per thread or stream."""
+    """BlazeFace over whole RGB frames, decoded as MediaPipe's face detection solution does.
+
+    The frame is letterboxed to the model's square input (black bars, aspect kept), run in the calling thread,
+    and the detections mapped back to frame pixels. Not thread-safe: one instance per thread or stream.
+    """
 
     def __init__(self, config: DetectorConfig | None = None) -> None:
         self.config = config or DetectorConfig()
-        self._detector = mp.solutions.face_detection.FaceDetection(
-            model_selection=0 if self.config.range == "short" else 1,
-            min_detection_confidence=self.config.min_confidence,
-        )
+        short = self.config.range == "short"
+        self._spec = SHORT_RANGE if short else FULL_RANGE
+        self._model = BundledModel(FACE_DETECTION_SHORT_RANGE if short else FACE_DETECTION_FULL_RANGE)
+        self._anchors = anchor_centres(self._spec)
 
     def detect(self, image: np.ndarray) -> list[Detection]:
         """Faces in an (H, W, 3) uint8 RGB image, boxes clipped to the image, highest score first."""
         height, width = image.shape[:2]
-        result = self._detector.process(image)
+        size = self._spec.input_size
+        # The square of the frame's longer side around its centre, mapped corner to corner onto the input as
+        # MediaPipe's ImageToTensorCalculator does: the same sampling, so the same detections.
+        side = float(max(width, height))
+        origin = np.array([(width - side) / 2.0, (height - side) / 2.0], dtype=np.float32)
+        scale = size / side
+        warp = np.array(
+            [[scale, 0.0, -origin[0] * scale], [0.0, scale, -origin[1] * scale]], dtype=np.float32
+        )
+        square = cv2.warpAffine(
+            image,
+            warp,
+            (size, size),
+            flags=cv2.INTER_LINEAR,
+            borderMode=cv2.BORDER_CONSTANT,
+            borderValue=(0, 0, 0),
+        )
+        tensor = (square.astype(np.float32) * (2.0 / 255.0) - 1.0)[None]
+        outputs = self._model.run(tensor)
+        regressors = next(out for out in outputs if out.shape[-1] == 16)
+        logits = next(out for out in outputs if out.shape[-1] == 1)
+        min_score = max(self.config.min_confidence, self._spec.min_score)
+        faces = weighted_nms(decode(regressors[0], logits[0], self._anchors, size, min_score))
         detections: list[Detection] = []
-        for found in result.detections or []:
-            relative = found.location_data.relative_bounding_box
-            x1 = max(0.0, relative.xmin * width)
-            y1 = max(0.0, relative.ymin * height)
-            x2 = min(float(width), (relative.xmin + relative.width) * width)
-            y2 = min(float(height), (relative.ymin + relative.height) * height)
+        for box, score, keypoints in zip(faces.boxes, faces.scores, faces.keypoints, strict=True):
+            x1, y1 = box[:2] * side + origin
+            x2, y2 = box[2:] * side + origin
+            x1, y1 = max(0.0, float(x1)), max(0.0, float(y1))
+            x2, y2 = min(float(width), float(x2)), min(float(height), float(y2))
             if x2 - x1 < 2 or y2 - y1 < 2:
                 continue
-            keypoints = np.array(
-                [[kp.x * width, kp.y * height] for kp in found.location_data.relative_keypoints],
-                dtype=np.float32,
-            ).reshape(-1, 2)
-            score = float(min(1.0, max(0.0, found.score[0])))
-            detections.append(Detection(Box(x1, y1, x2, y2), score, keypoints))
-        detections.sort(key=lambda d: d.score, reverse=True)
+            points = (keypoints * side + origin).astype(np.float32)
+            detections.append(Detection(Box(x1, y1, x2, y2), float(min(1.0, score)), points))
         return detections
 
     def close(self) -> None:
-        self._detector.close()
+        """Free the model's memory (a later `detect` loads it again)."""
+        self._model.close()
 
     def __enter__(self) -> FaceDetector:
         return self

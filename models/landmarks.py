@@ -1,110 +1,87 @@
-"""MediaPipe FaceMesh landmarks for tracked faces, computed on each face's region only."""
+"""FaceMesh landmarks for tracked faces: MediaPipe's face landmark model on each face's rotated region."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
-from typing import Any
 
-import mediapipe as mp
 import numpy as np
 
+from models.bundled import FACE_LANDMARK, BundledModel
+from models.face_roi import FaceRoi
 from models.geometry import Box
 
 NUM_LANDMARKS = 468  # FaceMesh without iris refinement
-
-# A serialized NormalizedLandmarkList whose landmarks all hold exactly x, y and z (what FaceMesh returns) is a run
-# of 17-byte records: field 1 length-delimited (0x0a) of 15 bytes, then x (0x0d), y (0x15), z (0x1d) as float32.
-_LANDMARK_RECORD = np.dtype(
-    [
-        ("head", "u1", 2),
-        ("x_tag", "u1"),
-        ("x", "<f4"),
-        ("y_tag", "u1"),
-        ("y", "<f4"),
-        ("z_tag", "u1"),
-        ("z", "<f4"),
-    ]
-)
-_RECORD_TAGS = {"x_tag": 0x0D, "y_tag": 0x15, "z_tag": 0x1D}
-
-
-def normalized_xy(landmarks: Any) -> np.ndarray:
-    """(N, 2) float32 normalised (x, y) of a MediaPipe NormalizedLandmarkList.
-
-    Read straight from the serialized message when every landmark holds exactly x, y and z (FaceMesh's output):
-    about ten times faster than visiting 468 protobuf messages in Python, which holds the GIL. Any other layout
-    (visibility or presence set, a field missing) takes the plain loop.
-    """
-    data = landmarks.SerializeToString()
-    count = len(landmarks.landmark)
-    if count and len(data) == count * _LANDMARK_RECORD.itemsize:
-        records = np.frombuffer(data, _LANDMARK_RECORD)
-        if (records["head"] == (0x0A, 0x0F)).all() and all(
-            (records[field] == tag).all() for field, tag in _RECORD_TAGS.items()
-        ):
-            return np.stack([records["x"], records["y"]], axis=1)
-    return np.array([(p.x, p.y) for p in landmarks.landmark], dtype=np.float32).reshape(-1, 2)
+INPUT_SIZE = 192
 
 
 class FaceMesher:
-    """468 FaceMesh landmarks per tracked face, one tracking-mode FaceMesh per track id.
+    """468 FaceMesh landmarks per tracked face, tracked from frame to frame as MediaPipe's FaceMesh does.
 
-    Each call crops a square of `context` times the box's longer side around the box centre (clipped to the
-    frame) and runs the track's own FaceMesh on that crop, so the mesh keeps tracking between frames and costs
-    about the same whatever the frame size. The crop is passed unchanged, not resized: FaceMesh warps its
-    region of interest to 192x192 itself, so its cost barely depends on the crop size (measured: 2.4 ms for a
-    190 px crop, 2.7 ms at 1000 px, 3.6 ms at 2000 px), while a cv2 INTER_AREA resize to 256 costs more than
-    it saves (+1.2 ms at 500 px, +2.6 ms at 1000 px) and INTER_LINEAR saves under 1 ms even at 2000 px.
+    A track's first region comes from its box (upright by the eye keypoints when given); later ones from its
+    last landmarks, moved and scaled as the track's box moved since (MediaPipe's FaceMesh keeps the previous
+    region as it is; with frames skipped or a detector box at hand, following the box is closer).
+    The region is sampled upright to 192x192 and run through the face landmark model shipped in the mediapipe
+    wheel, in the calling thread; the face-presence score must reach `min_confidence`. When the tracked region
+    loses the face, or the box changed size by more than 2x, the region is taken from the box again in the
+    same call.
 
-    Not thread-safe: use one instance per stream, from one thread. Call `forget` for tracks that ended and
-    `close` when the stream ends; a closed mesher may be reused (instances are recreated on demand).
+    Not thread-safe: use one instance per stream, from one thread. Call `forget` for tracks that ended.
     """
 
-    def __init__(self, context: float = 1.6, min_confidence: float = 0.5) -> None:
-        if context < 1.0:
-            raise ValueError(f"context must be >= 1, got {context}")
+    def __init__(self, min_confidence: float = 0.5) -> None:
         if not 0.0 < min_confidence < 1.0:
             raise ValueError(f"min_confidence must be in (0, 1), got {min_confidence}")
-        self.context = context
         self.min_confidence = min_confidence
-        self._meshes: dict[int, mp.solutions.face_mesh.FaceMesh] = {}
+        self._model = BundledModel(FACE_LANDMARK)
+        self._last: dict[int, tuple[np.ndarray, Box]] = {}
+        """The last landmarks of each track and its box at that time."""
+        self.model_runs = 0
+        """Inferences so far (a lost face costs two in one call: the tracked region, then the box's)."""
 
     @property
     def track_ids(self) -> frozenset[int]:
-        """Track ids that currently hold a FaceMesh instance."""
-        return frozenset(self._meshes)
+        """Track ids whose region is being tracked from their last landmarks."""
+        return frozenset(self._last)
 
-    def landmarks(self, image: np.ndarray, track_id: int, box: Box) -> np.ndarray | None:
-        """(468, 2) float32 landmarks (x, y) in `image` pixels for the face in `box`; None if no mesh found.
+    def landmarks(
+        self, image: np.ndarray, track_id: int, box: Box, keypoints: np.ndarray | None = None
+    ) -> np.ndarray | None:
+        """(468, 2) float32 landmarks (x, y) in `image` pixels for the face in `box`; None if no face is there.
 
-        `image` is an (H, W, 3) uint8 RGB frame; `box` is the track's current box in the same pixels.
+        `image` is an (H, W, 3) uint8 RGB frame; `box` the track's current box and `keypoints` its BlazeFace
+        keypoints (optional), in the same pixels.
         """
-        height, width = image.shape[:2]
-        cx, cy = box.center
-        half = self.context * max(box.width, box.height) / 2.0
-        x0, y0 = max(0, math.floor(cx - half)), max(0, math.floor(cy - half))
-        x1, y1 = min(width, math.ceil(cx + half)), min(height, math.ceil(cy + half))
-        if x1 - x0 < 2 or y1 - y0 < 2:
+        if box.width < 2 or box.height < 2:
             return None
-        result = self._mesh(track_id).process(np.ascontiguousarray(image[y0:y1, x0:x1]))
-        if not result.multi_face_landmarks:
-            return None
-        points = normalized_xy(result.multi_face_landmarks[0])
-        points *= np.array([x1 - x0, y1 - y0], dtype=np.float32)
-        points += np.array([x0, y0], dtype=np.float32)
+        last = self._last.pop(track_id, None)
+        points = None
+        if last is not None:
+            moved = _moved(*last, box)
+            points = None if moved is None else self._run(image, FaceRoi.from_landmarks(moved))
+        if points is None:
+            points = self._run(image, FaceRoi.from_box(box, keypoints))
+        if points is not None:
+            self._last[track_id] = (points, box)
         return points
 
+    def follow(self, track_id: int, box: Box) -> np.ndarray | None:
+        """The track's last landmarks moved and scaled as its box since, without running the model.
+
+        None if the track has no landmarks yet or its box changed size by more than 2x. For frames between mesh
+        runs (`mesh_every` in the pipeline): the drawn mesh keeps up with the face at no model cost.
+        """
+        last = self._last.get(track_id)
+        return None if last is None else _moved(*last, box)
+
     def forget(self, track_ids: Iterable[int]) -> None:
-        """Close and drop the FaceMesh of each given track; unknown ids are ignored."""
+        """Stop tracking the given tracks; unknown ids are ignored."""
         for track_id in track_ids:
-            mesh = self._meshes.pop(track_id, None)
-            if mesh is not None:
-                mesh.close()
+            self._last.pop(track_id, None)
 
     def close(self) -> None:
-        """Close every FaceMesh instance."""
-        self.forget(list(self._meshes))
+        """Forget every track and free the model's memory (the mesher stays usable: it loads it again)."""
+        self._last.clear()
+        self._model.close()
 
     def __enter__(self) -> FaceMesher:
         return self
@@ -112,15 +89,27 @@ class FaceMesher:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _mesh(self, track_id: int) -> mp.solutions.face_mesh.FaceMesh:
-        mesh = self._meshes.get(track_id)
-        if mesh is None:
-            mesh = mp.solutions.face_mesh.FaceMesh(
-                static_image_mode=False,
-                max_num_faces=1,
-                refine_landmarks=False,
-                min_detection_confidence=self.min_confidence,
-                min_tracking_confidence=self.min_confidence,
-            )
-            self._meshes[track_id] = mesh
-        return mesh
+    def _run(self, image: np.ndarray, region: FaceRoi) -> np.ndarray | None:
+        if region.side < 2:
+            return None
+        self.model_runs += 1
+        tensor = region.sample(image, INPUT_SIZE).astype(np.float32) * (1.0 / 255.0)
+        outputs = self._model.run(tensor[None])
+        coordinates = next(out for out in outputs if out.size == NUM_LANDMARKS * 3)
+        presence_logit = float(next(out for out in outputs if out.size == 1).reshape(()))
+        if 1.0 / (1.0 + np.exp(-np.clip(presence_logit, -100.0, 100.0))) < self.min_confidence:
+            return None
+        local = coordinates.reshape(NUM_LANDMARKS, 3)[:, :2].astype(np.float32)
+        to_image = region.to_image(INPUT_SIZE)
+        points: np.ndarray = local @ to_image[:, :2].T + to_image[:, 2]
+        return points.astype(np.float32)
+
+
+def _moved(points: np.ndarray, then: Box, now: Box) -> np.ndarray | None:
+    """`points` moved and scaled about the box centre as the box went from `then` to `now`; None beyond 2x."""
+    ratio = max(now.width, now.height) / max(then.width, then.height)
+    if not 0.5 <= ratio <= 2.0:
+        return None
+    before, after = np.array(then.center, np.float32), np.array(now.center, np.float32)
+    moved: np.ndarray = (points - before) * np.float32(ratio) + after
+    return moved.astype(np.float32, copy=False)

@@ -67,7 +67,15 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--min-confidence", type=open_unit_float, default=0.5, help="face detector confidence (0-1)"
     )
-    group.add_argument("--detect-every", type=positive_int, default=1, help="run the detector every N frames")
+    group.add_argument(
+        "--detect-every", type=positive_int, default=3, help="run the detector every N processed frames"
+    )
+    group.add_argument(
+        "--mesh-every",
+        type=positive_int,
+        default=2,
+        help="run FaceMesh every N processed frames; between runs each mesh follows its box",
+    )
     group.add_argument(
         "--classify-every", type=positive_int, default=10, help="re-classify each face every K frames"
     )
@@ -95,6 +103,7 @@ def pipeline_config(args: argparse.Namespace, classifier: Classifier) -> Pipelin
         crop=manifest.crop,
         detector=DetectorConfig(range=args.detector_range, min_confidence=args.min_confidence),
         detect_every=args.detect_every,
+        mesh_every=args.mesh_every,
         scoring=ScoringConfig(threshold=manifest.threshold, classify_every=args.classify_every),
         overlay=OverlayConfig(mesh_for=args.mesh_for),
     )
@@ -243,7 +252,7 @@ def add_bench_parser(commands: Any) -> None:
     kernels.add_argument("--no-paced", action="store_true", help="skip the runs paced at 30 calls/s")
     kernels.add_argument("--scaling-seconds", type=positive_float, default=2.0, help="per run (default 2)")
 
-    live = add("live", "N streams paced at their frame rate through the live service, VP8-encoded per viewer")
+    live = add("live", "N streams paced at their frame rate through the live service, VP8-encoded once each")
     live.add_argument(
         "--rtsp", action="append", metavar="URL", help="RTSP source instead of the clip (repeat)"
     )
@@ -252,7 +261,7 @@ def add_bench_parser(commands: Any) -> None:
         "--viewers",
         type=positive_int,
         default=1,
-        help="VP8 viewers per stream (default 1)",
+        help="viewers per stream, sharing its VP8 packets (default 1)",
     )
     live.add_argument("--seconds", type=positive_float, default=60.0, help="measured seconds (default 60)")
     live.add_argument("--warmup", type=float, default=5.0, help="seconds before measuring (default 5)")

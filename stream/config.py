@@ -43,7 +43,10 @@ class ServiceConfig:
     max_offer_bytes: int = 64 * 1024
     max_width: int = 1280
     max_height: int = 720
-    detect_every: int = 1
+    detect_every: int = 3
+    """Run the detector on every Nth processed frame; the tracker and the mesh bridge the others."""
+    mesh_every: int = 2
+    """Run FaceMesh on every Nth processed frame; in between, each face's last mesh follows its box."""
     classify_every: int = 10
     detector_range: str = "short"
     min_confidence: float = 0.5
@@ -59,6 +62,8 @@ class ServiceConfig:
     """Frames processed at once across all streams; 0: one per CPU core. The others wait, replaceable."""
     connect_timeout_seconds: float = 15.0
     """A WebRTC peer that has not connected this long after its answer is closed, freeing its slot."""
+    video_bitrate_kbps: int = 1000
+    """The VP8 bitrate of each stream's annotated video, encoded once for all its viewers (no per-viewer adaptation)."""
 
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536:
@@ -77,11 +82,14 @@ class ServiceConfig:
             "max_viewers",
             "threads",
             "detect_every",
+            "mesh_every",
             "classify_every",
             "batch_max_size",
         ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1")
+        if self.video_bitrate_kbps < 50:
+            raise ConfigError("video_bitrate_kbps must be >= 50")
         if self.max_parallel_frames < 0:
             raise ConfigError("max_parallel_frames must be >= 0 (0: one per CPU core)")
         if not self.rtsp_backoff_seconds or not all(0 <= s < math.inf for s in self.rtsp_backoff_seconds):

@@ -1,28 +1,34 @@
-"""Annotated frames from a worker thread to WebRTC senders on the event loop, newest frame wins."""
+"""A stream's annotated video for its viewers: frames from the worker thread, encoded once, packets on the event loop.
+
+`publish` (worker thread) converts the annotated image to yuv420p and hands it to the stream's `StreamEncoder`
+(the newest frame wins), only while someone watches. Encoded frames come back to the event loop, where the last
+`backlog` of them wait for the viewers' tracks (`stream.viewer.ViewerTrack`), which take them in order or skip to a
+keyframe.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import fractions
 import time
+from collections import deque
 from collections.abc import Callable
 
 import av
 import cv2
 import numpy as np
-from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
 
-VIDEO_CLOCK_RATE = 90_000
-VIDEO_TIME_BASE = fractions.Fraction(1, VIDEO_CLOCK_RATE)
+from stream.encoder import EncodedFrame, EncoderSettings, StreamEncoder
+
+DEFAULT_BACKLOG = 3
+"""Encoded frames kept for viewers (100 ms at 30 fps): a viewer delayed by a short event-loop stall catches up in
+order; one further behind skips to a keyframe."""
 
 
 def yuv420p_frame(image: np.ndarray) -> av.VideoFrame:
-    """An RGB image as the yuv420p frame encoders take as is (odd edges cropped: 4:2:0 needs even sizes).
+    """An RGB image as the yuv420p frame libvpx takes as is (odd edges cropped: 4:2:0 needs even sizes).
 
-    Every viewer's encoder receives the same frame object. An rgb24 frame would be converted by each encoder
-    with `frame.reformat`, whose cached swscale context is not safe across threads: two viewers of one stream
-    crashed the process. Converting once here with OpenCV is also cheaper than one conversion per viewer.
+    Converted with OpenCV on the publishing thread: cheaper than swscale (`frame.reformat`) in the encoder.
     """
     height, width = image.shape[0] // 2 * 2, image.shape[1] // 2 * 2
     i420: np.ndarray = cv2.cvtColor(image[:height, :width], cv2.COLOR_RGB2YUV_I420).astype(
@@ -32,71 +38,80 @@ def yuv420p_frame(image: np.ndarray) -> av.VideoFrame:
 
 
 class AnnotatedFeed:
-    """The latest annotated frame of one stream. `publish` is called from the worker thread; tracks await `next`."""
+    """The encoded annotated video of one stream. `publish` is called from any thread; the rest on the loop.
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    `on_ready(seconds)` runs on the loop once per encoded frame: capture to encoded and ready for every viewer.
+    """
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        name: str,
+        settings: EncoderSettings | None = None,
+        on_ready: Callable[[float], None] | None = None,
+        on_encode: Callable[[float], None] | None = None,
+        backlog: int = DEFAULT_BACKLOG,
+    ) -> None:
+        if backlog < 1:
+            raise ValueError(f"backlog must be >= 1, got {backlog}")
         self._loop = loop
-        self._frame: av.VideoFrame | None = None
-        self._capture_time = 0.0
-        self._sequence = 0
-        self._changed = asyncio.Condition()
+        self.encoder = StreamEncoder(name, self._from_encoder, settings, on_encode)
+        self._on_ready = on_ready
+        self._backlog: deque[EncodedFrame] = deque(maxlen=backlog)
+        self._newest = -1
+        self._changed = asyncio.Event()
+        self._viewers = 0
         self._closed = False
 
+    @property
+    def viewers(self) -> int:
+        """Viewer tracks taking frames now."""
+        return self._viewers
+
+    def start(self) -> None:
+        self.encoder.start()
+
     def publish(self, image: np.ndarray, capture_time: float) -> None:
-        """Thread-safe: make `image` (RGB uint8) the frame every viewer sends next."""
-        frame = yuv420p_frame(image)
+        """Thread-safe: encode `image` (RGB uint8) next, unless nobody watches."""
+        if self._viewers and not self._closed:
+            self.encoder.submit(yuv420p_frame(image), capture_time)
+
+    def _from_encoder(self, frame: EncodedFrame) -> None:
         try:
-            self._loop.call_soon_threadsafe(self._set, frame, capture_time)
+            self._loop.call_soon_threadsafe(self._add, frame)
         except RuntimeError:  # the loop closed at shutdown: nobody is watching any more
             pass
 
-    def _set(self, frame: av.VideoFrame, capture_time: float) -> None:
-        self._frame, self._capture_time = frame, capture_time
-        self._sequence += 1
-        asyncio.ensure_future(self._notify())
+    def _add(self, frame: EncodedFrame) -> None:
+        self._backlog.append(frame)
+        self._newest = frame.sequence
+        self._changed.set()  # wakes every waiting viewer; new waiters wait for the next frame
+        self._changed.clear()
+        if self._on_ready is not None:
+            self._on_ready(time.monotonic() - frame.capture_time)
 
-    async def _notify(self) -> None:
-        async with self._changed:
-            self._changed.notify_all()
+    def join(self) -> int:
+        """A viewer starts taking frames: the sequence to wait after. Requests a keyframe for it."""
+        self._viewers += 1
+        self.encoder.request_keyframe()
+        return self._newest
 
-    async def next(self, after: int) -> tuple[int, av.VideoFrame, float]:
-        """Wait for a frame newer than sequence `after`; raise MediaStreamError once the feed is closed."""
-        async with self._changed:
-            await self._changed.wait_for(lambda: self._sequence > after or self._closed)
-        if self._closed or self._frame is None:
+    def leave(self) -> None:
+        self._viewers -= 1
+
+    def request_keyframe(self) -> None:
+        self.encoder.request_keyframe()
+
+    async def newer_than(self, sequence: int) -> list[EncodedFrame]:
+        """The kept frames after `sequence`, oldest first, once there is one; MediaStreamError once closed."""
+        while self._newest <= sequence and not self._closed:
+            await self._changed.wait()
+        if self._closed:
             raise MediaStreamError
-        return self._sequence, self._frame, self._capture_time
+        return [frame for frame in self._backlog if frame.sequence > sequence]
 
     async def close(self) -> None:
+        """End every viewer's video and stop the encoder."""
         self._closed = True
-        await self._notify()
-
-
-class AnnotatedTrack(MediaStreamTrack):
-    """A stream's annotated frames as a video track; stale frames are skipped, never queued.
-
-    Create one per stream and give each viewer `MediaRelay().subscribe(track, buffered=False)`: the frame objects
-    are shared by all viewers, so this track alone stamps their pts.
-    """
-
-    kind = "video"
-
-    def __init__(self, feed: AnnotatedFeed, on_sent: Callable[[float], None] | None = None) -> None:
-        super().__init__()
-        self._feed = feed
-        self._sequence = 0
-        self._start: float | None = None
-        self._on_sent = on_sent
-
-    async def recv(self) -> av.VideoFrame:
-        if self.readyState != "live":
-            raise MediaStreamError
-        self._sequence, frame, capture_time = await self._feed.next(self._sequence)
-        now = time.monotonic()
-        if self._start is None:
-            self._start = now
-        frame.pts = int((now - self._start) * VIDEO_CLOCK_RATE)
-        frame.time_base = VIDEO_TIME_BASE
-        if self._on_sent is not None:
-            self._on_sent(now - capture_time)
-        return frame
+        self._changed.set()
+        await asyncio.to_thread(self.encoder.close)

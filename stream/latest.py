@@ -1,6 +1,9 @@
 """A one-item mailbox between pipeline stages: the newest item wins and every replaced item is counted as dropped.
 
 Real-time video must never queue: a consumer slower than its producer should see the latest frame, not a backlog.
+Replaced items that the consumer was held back from taking (`wait` had seen an item and no `get` had followed yet:
+the worker waiting for a processing permit) are counted in `dropped_held` too; the others were replaced while the
+consumer was busy.
 """
 
 from __future__ import annotations
@@ -23,7 +26,9 @@ class LatestSlot(Generic[T]):
         self._has_item = False
         self._closed = False
         self._condition = threading.Condition()
+        self._held = False
         self.dropped = 0
+        self.dropped_held = 0
         self.delivered = 0
 
     def put(self, item: T) -> bool:
@@ -33,6 +38,8 @@ class LatestSlot(Generic[T]):
                 return False
             if self._has_item:
                 self.dropped += 1
+                if self._held:
+                    self.dropped_held += 1
             self._item = item
             self._has_item = True
             self._condition.notify()
@@ -41,6 +48,7 @@ class LatestSlot(Generic[T]):
     def get(self, timeout: float | None = None) -> T | None:
         """The newest item, waiting up to `timeout` seconds; None on timeout. Raises SlotClosed once closed."""
         with self._condition:
+            self._held = False
             if not self._condition.wait_for(lambda: self._has_item or self._closed, timeout):
                 return None
             if self._closed:
@@ -53,11 +61,12 @@ class LatestSlot(Generic[T]):
 
     def wait(self, timeout: float | None = None) -> bool:
         """Wait up to `timeout` seconds until an item is waiting, without taking it; False on timeout.
-        Raises SlotClosed once closed."""
+        After True, items replaced before the next `get` count as `dropped_held`. Raises SlotClosed once closed."""
         with self._condition:
             self._condition.wait_for(lambda: self._has_item or self._closed, timeout)
             if self._closed:
                 raise SlotClosed()
+            self._held = self._has_item
             return self._has_item
 
     @property

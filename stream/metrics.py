@@ -126,7 +126,7 @@ class Metrics:
         )
         self._end_to_end = Histogram(
             "fakeweb_end_to_end_latency_seconds",
-            "Time from a frame's capture (leaving the decoder) to the annotated frame being sent or encoded.",
+            "Time from a frame's capture (leaving the decoder) to the annotated frame encoded (for viewers or a file).",
             ["stream"],
             buckets=LATENCY_BUCKETS,
             registry=reg,
@@ -216,8 +216,12 @@ class Metrics:
         for stage, seconds in times.seconds.items():
             stages[stage].observe(seconds)
 
+    def observe_encode(self, seconds: float) -> None:
+        """One frame's encode: once per frame of a stream, whatever the number of viewers."""
+        self._stages["encode"].observe(seconds)
+
     def observe_end_to_end(self, stream: str, seconds: float) -> None:
-        """Capture to sent (or encoded) of one frame."""
+        """Capture to encoded of one frame (for its viewers in the service, into the file in a file run)."""
         self._series(stream).end_to_end.observe(seconds)
 
     def count_frame(self, stream: str, outcome: str, n: int = 1) -> None:

@@ -33,6 +33,8 @@ class PipelineConfig:
     crop: CropSpec
     detector: DetectorConfig = field(default_factory=DetectorConfig)
     detect_every: int = 1
+    mesh_every: int = 1
+    """Run FaceMesh on every Nth processed frame; in between, each face's last mesh follows its box."""
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
     scoring: ScoringConfig = field(default_factory=ScoringConfig)
     overlay: OverlayConfig = field(default_factory=OverlayConfig)
@@ -40,6 +42,8 @@ class PipelineConfig:
     def __post_init__(self) -> None:
         if self.detect_every < 1:
             raise ValueError(f"detect_every must be >= 1, got {self.detect_every}")
+        if self.mesh_every < 1:
+            raise ValueError(f"mesh_every must be >= 1, got {self.mesh_every}")
 
 
 @dataclass(frozen=True)
@@ -76,21 +80,30 @@ class StreamPipeline:
         self._tracker = IouTracker(config.tracker)
         self._scorer = TrackScorer(config.scoring)
         self._mesher = FaceMesher()
+        self._frames_since_detection = config.detect_every  # the first frame runs the detector
+        self._frames_since_mesh = config.mesh_every
 
     def process(self, frame: Frame, times: StageTimes | None = None) -> FrameResult:
         """Run every stage on `frame` (its image is annotated in place) and return the per-face results."""
         times = times or StageTimes()
         image = frame.image
-        run_detector = frame.index % self.config.detect_every == 0
-        with times.measure("detect"):
-            detections = self._detector.detect(image) if run_detector else None
+        # Counted over processed frames, not frame indices: a live stream drops frames, and a cadence on the
+        # index could miss the detector for ever (e.g. every third frame processed, detect_every 3).
+        run_detector = self._frames_since_detection >= self.config.detect_every
+        self._frames_since_detection = 1 if run_detector else self._frames_since_detection + 1
+        detections = None
+        if run_detector:
+            with times.measure("detect"):
+                detections = self._detector.detect(image)
         with times.measure("track"):
             tracks = self._tracker.update(detections)
             removed = self._tracker.pop_removed()
             if removed:
                 self._scorer.forget(removed)
                 self._mesher.forget(removed)
-        due = [track for track in tracks if self._scorer.due(track.track_id, frame.index)]
+        # Faces are classified at their detector boxes (what the model was trained on), not predicted ones.
+        fresh = [track for track in tracks if track.time_since_update == 0]
+        due = [track for track in fresh if self._scorer.due(track.track_id, frame.index)]
         if due:
             with times.measure("crop"):
                 crops = np.stack([crop_face(image, track.box, self.config.crop) for track in due])
@@ -99,6 +112,8 @@ class StreamPipeline:
             for track, probability in zip(due, probabilities, strict=True):
                 self._scorer.update(track.track_id, float(probability), frame.index)
 
+        run_mesh = self._frames_since_mesh >= self.config.mesh_every
+        self._frames_since_mesh = 1 if run_mesh else self._frames_since_mesh + 1
         overlays: list[FaceOverlay] = []
         faces: list[FaceResult] = []
         with times.measure("mesh"):
@@ -107,7 +122,9 @@ class StreamPipeline:
                 verdict = score.verdict.value
                 landmarks = None
                 if wants_mesh(self.config.overlay, verdict):
-                    landmarks = self._mesher.landmarks(image, track.track_id, track.box)
+                    landmarks = None if run_mesh else self._mesher.follow(track.track_id, track.box)
+                    if landmarks is None:
+                        landmarks = self._mesher.landmarks(image, track.track_id, track.box, track.keypoints)
                 overlays.append(FaceOverlay(track.track_id, track.box, score.probability, verdict, landmarks))
                 faces.append(
                     FaceResult(
@@ -117,6 +134,11 @@ class StreamPipeline:
         with times.measure("draw"):
             draw_overlays(image, overlays, self.config.overlay)
         return FrameResult(self.stream_id, frame.index, frame.seconds, frame.capture_time, faces, times)
+
+    @property
+    def mesh_runs(self) -> int:
+        """FaceMesh inferences so far."""
+        return self._mesher.model_runs
 
     def close(self) -> None:
         self._detector.close()

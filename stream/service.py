@@ -1,8 +1,8 @@
 """The live service: streams (browser webcams and RTSP cameras), their workers, viewers and shared services.
 
 The event loop does I/O only. Each stream has a worker thread running its pipeline; RTSP cameras have reader
-threads; classification of all streams goes through one `ClassifierBatcher`; annotated frames reach viewers through
-one `AnnotatedTrack` per stream relayed to every viewer.
+threads; classification of all streams goes through one `ClassifierBatcher`; annotated frames are encoded once per
+stream (`AnnotatedFeed`) and every viewer's `ViewerTrack` hands the same VP8 packets to its sender.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ from typing import Any, Literal
 
 import av
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
-from aiortc.contrib.media import MediaRelay
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from models.detector import DetectorConfig
@@ -28,7 +27,8 @@ from models.errors import FakewebError
 from stream.batcher import ClassifierBatcher
 from stream.cameras import Camera, CameraList
 from stream.config import ServiceConfig
-from stream.feed import AnnotatedFeed, AnnotatedTrack
+from stream.encoder import EncoderSettings
+from stream.feed import AnnotatedFeed
 from stream.frames import Frame
 from stream.metrics import Metrics, StreamLabels
 from stream.overlay import OverlayConfig
@@ -37,6 +37,7 @@ from stream.reload import ModelHolder
 from stream.rtsp import RtspCamera, RtspConfig
 from stream.scoring import ScoringConfig
 from stream.timing import StageTimes
+from stream.viewer import ViewerTrack, offers_vp8, send_to
 from stream.worker import FairGate, StreamWorker
 
 logger = logging.getLogger(__name__)
@@ -90,7 +91,6 @@ class LiveStream:
     label: str
     worker: StreamWorker
     feed: AnnotatedFeed
-    track: AnnotatedTrack
     camera: Camera | None = None
     reader: RtspCamera | None = None
     peers: set[RTCPeerConnection] = field(default_factory=set)
@@ -116,7 +116,7 @@ class LiveStream:
             "fps": round(stats.fps, 1),
             "frames_received": stats.received,
             "frames_processed": stats.processed,
-            "frames_dropped": self.worker.dropped_stale,
+            "frames_dropped": self.worker.dropped,
             "viewers": len(self.peers),
             "faces": [face_json(face) for face in stats.faces],
         }
@@ -180,7 +180,6 @@ class LiveService:
         )
         self.gate = FairGate(config.max_parallel_frames or os.cpu_count() or 1)
         """Permits to process a frame, shared by every stream's worker (see `stream.worker`)."""
-        self.relay = MediaRelay()
         self.streams: dict[str, LiveStream] = {}
         self.peers: set[RTCPeerConnection] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -236,6 +235,7 @@ class LiveService:
             crop=manifest.crop,
             detector=DetectorConfig(range=config.detector_range, min_confidence=config.min_confidence),  # type: ignore[arg-type]
             detect_every=config.detect_every,
+            mesh_every=config.mesh_every,
             scoring=ScoringConfig(threshold=manifest.threshold, classify_every=config.classify_every),
             overlay=OverlayConfig(mesh_for=config.mesh_for),  # type: ignore[arg-type]
         )
@@ -253,16 +253,22 @@ class LiveService:
         if limit:
             self._check_stream_limit()
         label = self.labels.label_for(stream_id, kind)
-        feed = AnnotatedFeed(self._loop)
-        track = AnnotatedTrack(feed, on_sent=lambda seconds: self.metrics.observe_end_to_end(label, seconds))
+        feed = AnnotatedFeed(
+            self._loop,
+            stream_id,
+            EncoderSettings(bitrate=self.config.video_bitrate_kbps * 1000),
+            on_ready=lambda seconds: self.metrics.observe_end_to_end(label, seconds),
+            on_encode=self.metrics.observe_encode,
+        )
         pipeline = StreamPipeline(stream_id, self._pipeline_config(), self.batcher.classify)
         holder: dict[str, LiveStream] = {}
         worker = StreamWorker(
             pipeline, lambda frame, result: self._on_output(holder["stream"], frame, result), self.gate
         )
-        stream = LiveStream(stream_id, kind, name, label, worker, feed, track, camera)
+        stream = LiveStream(stream_id, kind, name, label, worker, feed, camera)
         holder["stream"] = stream
         self.streams[stream_id] = stream
+        feed.start()
         worker.start()
         return stream
 
@@ -369,7 +375,8 @@ class LiveService:
         metrics.set_stream_states(Counter(stream.status for stream in streams))
         metrics.set_viewers(len(self.peers))
         for stream in streams:
-            totals = {"dropped_stale": stream.worker.dropped_stale}
+            worker = stream.worker
+            totals = {"dropped_stale": worker.dropped_stale, "dropped_overload": worker.dropped_overload}
             if stream.reader is not None:
                 stats = stream.reader.stats
                 totals.update(reconnects=stats.reconnects, decode_error=stats.decode_errors)
@@ -399,6 +406,10 @@ class LiveService:
     async def _answer(self, peer: RTCPeerConnection, offer: RTCSessionDescription) -> RTCSessionDescription:
         """Apply the offer and answer it; a peer that has not connected `connect_timeout_seconds` later is
         closed, so offers that are never followed by a connection do not hold a viewer or stream slot."""
+        if not offers_vp8(offer.sdp):
+            await self._close_peer(peer)
+            self.metrics.count_rejected("bad_offer")
+            raise BadOffer("cannot use this offer: its video has no VP8, the only codec the service sends")
         try:
             await peer.setRemoteDescription(offer)
             await peer.setLocalDescription(await peer.createAnswer())
@@ -503,7 +514,7 @@ class LiveService:
             channel.on("close", lambda: stream.channels.discard(channel))
 
         stream.peers.add(peer)
-        peer.addTrack(self.relay.subscribe(stream.track, buffered=False))
+        send_to(peer, ViewerTrack(stream.feed))
 
     async def _receive(self, stream: LiveStream, track: MediaStreamTrack) -> None:
         """Drain the browser's track as fast as frames arrive (aiortc's queues are unbounded)."""

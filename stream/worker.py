@@ -6,8 +6,9 @@ stale frames (counted) instead of building a backlog.
 Workers may share a `gate` (a `FairGate`: one permit per frame that may be processed at once, across all
 streams, handed out in turn). A worker takes its newest frame only once it holds a permit, so with more streams
 than cores a frame waits as a replaceable item in its slot, not half-processed on a starved thread: each
-processed frame takes about its own processing time whatever the number of streams, and the others are dropped
-as stale.
+processed frame takes about its own processing time whatever the number of streams, and the others are dropped.
+A frame replaced while its worker waits for a permit is dropped for overload (the service is saturated); one
+replaced while the worker processes the frame before is stale (this stream's pipeline is slower than its input).
 """
 
 from __future__ import annotations
@@ -115,8 +116,19 @@ class StreamWorker:
         self._slot.put(item)
 
     @property
-    def dropped_stale(self) -> int:
+    def dropped(self) -> int:
+        """Frames replaced before the worker took them: stale plus overload."""
         return self._slot.dropped
+
+    @property
+    def dropped_stale(self) -> int:
+        """Frames replaced while the worker processed the frame before."""
+        return self._slot.dropped - self._slot.dropped_held  # read in this order: never above the true count
+
+    @property
+    def dropped_overload(self) -> int:
+        """Frames replaced while the worker waited for a permit of the gate."""
+        return self._slot.dropped_held
 
     @property
     def queue_depth(self) -> int:

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
+
+if TYPE_CHECKING:
+    from playwright.async_api import Page
 
 CHROMIUM = "/usr/bin/chromium"
 
@@ -63,3 +69,32 @@ def chromium_args(fake_camera: Path) -> list[str]:
 
 def ffmpeg_available() -> bool:
     return shutil.which("ffmpeg") is not None
+
+
+@asynccontextmanager
+async def open_page(url: str, fake_camera: Path) -> AsyncIterator[Page]:
+    """`url` in a fresh headless Chromium whose webcam shows `fake_camera`; the browser closes on leaving."""
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=chromium_args(fake_camera))
+        try:
+            page = await browser.new_page()
+            await page.goto(url)
+            yield page
+        finally:
+            await browser.close()
+
+
+def camera_element(camera_id: str) -> str:
+    """The CSS selector of a camera's entry in the page's camera list."""
+    return f'.camera[data-id="{camera_id}"]'
+
+
+async def watch_camera(page: Page, camera_id: str, timeout: float) -> None:
+    """Wait up to `timeout` s until the page lists the camera as live, then press its Watch button."""
+    element = camera_element(camera_id)
+    await page.wait_for_function(
+        f"document.querySelector('{element} .status')?.textContent === 'live'", timeout=timeout * 1000
+    )
+    await page.click(f"{element} .watch")

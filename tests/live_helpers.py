@@ -1,18 +1,31 @@
-"""Helpers for tests against a running `fakeweb serve`: bounded polling, /metrics read with a real parser, and an
-aiortc peer that sends or watches video like the page does."""
+"""Helpers for tests against a running `fakeweb serve`: bounded polling, /metrics read with a real parser, RTSP
+cameras served by real GStreamer servers, and an aiortc peer that sends or watches video like the page does.
+
+Take the camera fixtures into a test module that has a `server` fixture by assignment:
+
+    import live_helpers
+    rtsp_pair = live_helpers.rtsp_pair  # fixtures
+    cameras = live_helpers.cameras
+"""
 
 from __future__ import annotations
 
 import asyncio
 import inspect
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from functools import partial
+from pathlib import Path
 from typing import Any, TypeVar
 
 import aiohttp
+import av
+import pytest
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from clips import ClipTruth, moving_face_clip
 from prometheus_client.parser import text_string_to_metric_families
+from rtsp_server import RtspTestServer, gst_rtsp_missing
 from server_process import ServerProcess
 
 T = TypeVar("T")
@@ -58,6 +71,48 @@ def add_camera(server: ServerProcess, name: str, url: str) -> str:
     status, body = server.request("POST", "/api/streams", body={"name": name, "url": url})
     assert status == 201, body
     return str(body["id"])
+
+
+def processed(server: ServerProcess, stream_id: str) -> int:
+    return int(stream(server, stream_id)["frames_processed"])
+
+
+def received(server: ServerProcess, stream_id: str) -> int:
+    return int(stream(server, stream_id)["frames_received"])
+
+
+def rtsp_server(clip: Path, path: str = "cam") -> RtspTestServer:
+    """An RTSP server looping `clip` at rtsp://127.0.0.1:PORT/`path`, to start with `with`; skips the test
+    where GStreamer's RTSP server cannot run."""
+    reason = gst_rtsp_missing()
+    if reason:
+        pytest.skip(reason)
+    return RtspTestServer(clip, path=path)
+
+
+@pytest.fixture(scope="module")
+def rtsp_pair(
+    moving_face_video: tuple[Path, ClipTruth], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[RtspTestServer, RtspTestServer]]:
+    """The servers of cameras A and B, each looping its own one-face clip (320x240 and 352x288, 25 fps)."""
+    first = rtsp_server(moving_face_video[0], path="a")
+    other_clip, _ = moving_face_clip(tmp_path_factory.mktemp("clip_b"), size=(352, 288))
+    with first, RtspTestServer(other_clip, path="b") as second:
+        yield first, second
+
+
+@pytest.fixture(scope="module")
+def cameras(server: ServerProcess, rtsp_pair: tuple[RtspTestServer, RtspTestServer]) -> tuple[str, str]:
+    """The ids of cameras A and B, added to the module's `server` through the API, live and delivering."""
+    ids = (add_camera(server, "A", rtsp_pair[0].url), add_camera(server, "B", rtsp_pair[1].url))
+    for camera_id in ids:
+        wait_for(partial(_delivering, server, camera_id), 20, f"{camera_id} delivering frames")
+    return ids
+
+
+def _delivering(server: ServerProcess, camera_id: str) -> bool:
+    described = stream(server, camera_id)
+    return described["status"] == "live" and described["frames_received"] > 10
 
 
 async def until(probe: Callable[[], bool | Awaitable[bool]], timeout: float, what: str) -> None:
@@ -119,6 +174,7 @@ class Client:
                 frame = await track.recv()
             except MediaStreamError:
                 return
+            assert isinstance(frame, av.VideoFrame)  # a received track yields decoded frames
             self.frames += 1
             self.sizes.add((frame.width, frame.height))
             self.brightness = float(frame.to_ndarray(format="gray").mean())

@@ -269,6 +269,7 @@ BAD_ARGUMENTS = [
     ("run", "--device", "tpu", "argument --device: invalid choice: 'tpu'"),
     ("run", "--backend", "onnx", "argument --backend: invalid choice: 'onnx'"),
     ("run", "--detect-every", "0", "argument --detect-every: must be >= 1, got 0"),
+    ("run", "--mesh-every", "0", "argument --mesh-every: must be >= 1, got 0"),
     ("run", "--classify-every", "x", "argument --classify-every: expected an integer, got 'x'"),
     ("run", "--min-confidence", "1.5", "argument --min-confidence: must be between 0 and 1"),
     ("run", "--threads", "0", "argument --threads: must be >= 1, got 0"),

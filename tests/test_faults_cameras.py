@@ -20,14 +20,16 @@ import threading
 import time
 from collections.abc import Iterator
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import aiohttp
+import live_helpers
 import numpy as np
 import pytest
-from clips import ClipTruth, moving_face_clip
+from clips import ClipTruth
 from fault_helpers import (
     STEADY_MALLOC,
     clip,
@@ -40,8 +42,8 @@ from fault_helpers import (
     server_rss_mb,
     timed_request,
 )
-from live_helpers import Client, add_camera, metric, stream, wait_for
-from rtsp_server import RtspTestServer, gst_rtsp_missing
+from live_helpers import Client, add_camera, metric, processed, received, stream, wait_for
+from rtsp_server import RtspTestServer
 from server_process import ROOT, ServerProcess
 
 from stream.frames import Frame
@@ -53,20 +55,8 @@ STALL_SECONDS = 1.5
 LATENCY = "fakeweb_end_to_end_latency_seconds"
 HEAVY = 6  # 720p30 cameras in the overload test: 180 fps offered, next to A and B (50 fps)
 
-
-@pytest.fixture(scope="module")
-def rtsp_pair(
-    moving_face_video: tuple[Path, ClipTruth], tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[tuple[RtspTestServer, RtspTestServer]]:
-    reason = gst_rtsp_missing()
-    if reason:
-        pytest.skip(reason)
-    other_clip, _ = moving_face_clip(tmp_path_factory.mktemp("clip_b"), size=(352, 288))
-    with (
-        RtspTestServer(moving_face_video[0], path="a") as first,
-        RtspTestServer(other_clip, path="b") as second,
-    ):
-        yield first, second
+rtsp_pair = live_helpers.rtsp_pair  # fixtures
+cameras = live_helpers.cameras
 
 
 @pytest.fixture(scope="module")
@@ -82,22 +72,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     flags = ("--loopback-ice",)
     with ServerProcess(tmp_path_factory.mktemp("faults_cameras"), *flags, env=env) as process:
         yield process
-
-
-@pytest.fixture(scope="module")
-def cameras(server: ServerProcess, rtsp_pair: tuple[RtspTestServer, RtspTestServer]) -> tuple[str, str]:
-    ids = (add_camera(server, "A", rtsp_pair[0].url), add_camera(server, "B", rtsp_pair[1].url))
-    for camera_id in ids:
-        wait_for(lambda cid=camera_id: received(server, cid) > 10, 20, f"{camera_id} delivering frames")
-    return ids
-
-
-def received(server: ServerProcess, camera_id: str) -> int:
-    return int(stream(server, camera_id)["frames_received"])
-
-
-def processed(server: ServerProcess, camera_id: str) -> int:
-    return int(stream(server, camera_id)["frames_processed"])
 
 
 def rate(server: ServerProcess, camera_id: str, seconds: float) -> float:
@@ -327,12 +301,13 @@ def big_camera(
         yield running
 
 
-def test_overload_drops_stale_frames_keeps_latency_bounded_and_recovers(
+def test_overload_drops_frames_keeps_latency_bounded_and_recovers(
     server: ServerProcess, cameras: tuple[str, str], big_camera: RtspTestServer
 ) -> None:
     """A 720p30 camera is watched alone, then five more join (next to A and B): more than twice what the
-    pipelines can process. Stale frames are dropped and counted, the latency of what is shown stays bounded
-    and the API answers at once; when the five go, the first is served as well as before."""
+    pipelines can process. Frames are dropped and counted (for overload those replaced while their worker
+    waited for a processing permit), the latency of what is shown stays bounded and the API answers at once;
+    when the five go, the first is served as well as before."""
     heavy = [add_camera(server, "hd0", big_camera.url)]
     watched = heavy[0]
 
@@ -362,9 +337,17 @@ def test_overload_drops_stale_frames_keeps_latency_bounded_and_recovers(
             "health_ok": all(status == 200 for status, _ in health),
         }
 
+    def dropped(camera_id: str, at_least: int) -> dict[str, float] | None:
+        """A camera's drops in /metrics by outcome, once they add up to `at_least` (else None)."""
+        drops = {
+            outcome: metric(server, "fakeweb_frames_total", stream=camera_id, outcome=outcome)
+            for outcome in ("dropped_stale", "dropped_overload")
+        }
+        return drops if sum(drops.values()) >= at_least else None
+
     def accounted() -> list[dict[str, Any]]:
-        """Each heavy camera's totals: every frame received is processed, dropped as stale or pending (one at
-        most), and the drops reach /metrics (copied there once a second)."""
+        """Each heavy camera's totals: every frame received is processed, dropped or pending (one at most),
+        and the drops reach /metrics (copied there once a second), stale or for overload."""
         totals = []
         for camera_id in heavy:
             described = stream(server, camera_id)
@@ -373,10 +356,8 @@ def test_overload_drops_stale_frames_keeps_latency_bounded_and_recovers(
             )
             # received, processed and dropped are read one after the other while frames arrive
             assert -3 <= pending <= 3, described
-            wait_for(
-                lambda cid=camera_id, n=described["frames_dropped"]: (
-                    metric(server, "fakeweb_frames_total", stream=cid, outcome="dropped_stale") >= n
-                ),
+            described["metrics"] = wait_for(
+                partial(dropped, camera_id, described["frames_dropped"]),
                 3,
                 f"{camera_id}'s drops in /metrics",
             )
@@ -417,6 +398,8 @@ def test_overload_drops_stale_frames_keeps_latency_bounded_and_recovers(
     assert loaded["received"] >= 2 * loaded["processed"], f"not overloaded: {loaded}"
     counts = [(c["frames_received"], c["frames_processed"], c["frames_dropped"]) for c in loaded["totals"]]
     assert all(dropped > 0.25 * received for received, _, dropped in counts), counts  # every camera drops
+    # ...also while its worker waits for a permit: more streams than permits is overload, not a slow stream
+    assert all(c["metrics"]["dropped_overload"] > 0 for c in loaded["totals"]), loaded["totals"]
     assert loaded["p99"] < max(1.0, 2.5 * alone["p99"]), f"latency not bounded: {alone} -> {loaded}"
     assert loaded["health_ok"] and loaded["health"] < 1.0, loaded
     # Recovered: back well above the overloaded rate (or keeping up with the camera), as when it was alone
@@ -452,16 +435,12 @@ class SlowPipeline:
         pass
 
 
-def test_workers_sharing_a_gate_process_only_that_many_frames_at_once_and_take_the_newest() -> None:
-    """Four streams at 100 fps, two permits: at most two frames in the pipelines at a time, each taken fresh
-    (a worker takes its frame once it holds a permit, so frames do not age while it waits), all streams
-    served, and stopping does not wait for a permit."""
-    shared: dict[str, Any] = {"lock": threading.Lock(), "active": 0, "peak": 0, "ages": []}
-    gate = FairGate(2)
+def run_workers(count: int, gate: FairGate | None, shared: dict[str, Any]) -> list[StreamWorker]:
+    """`count` workers of `SlowPipeline`s fed 100 frames each at 100 fps, then stopped (in under 2 s)."""
     image = np.zeros((8, 8, 3), dtype=np.uint8)
     workers = [
         StreamWorker(SlowPipeline(f"s{n}", shared), lambda frame, result: None, gate)  # type: ignore[arg-type]
-        for n in range(4)
+        for n in range(count)
     ]
     for worker in workers:
         worker.start()
@@ -473,9 +452,29 @@ def test_workers_sharing_a_gate_process_only_that_many_frames_at_once_and_take_t
     for worker in workers:
         worker.stop()
     assert time.monotonic() - started < 2.0
+    return workers
+
+
+def test_workers_sharing_a_gate_process_only_that_many_frames_at_once_and_take_the_newest() -> None:
+    """Four streams at 100 fps, two permits: at most two frames in the pipelines at a time, each taken fresh
+    (a worker takes its frame once it holds a permit, so frames do not age while it waits), all streams
+    served, and stopping does not wait for a permit. Frames replaced while a worker waits for a permit are
+    dropped for overload, those replaced while it processes are stale."""
+    shared: dict[str, Any] = {"lock": threading.Lock(), "active": 0, "peak": 0, "ages": []}
+    workers = run_workers(4, FairGate(2), shared)
     assert shared["peak"] == 2
     assert all(worker.stats.processed >= 3 for worker in workers), [w.stats.processed for w in workers]
     ages = sorted(shared["ages"])
     assert ages[int(0.9 * len(ages))] < 0.025, (
         ages
     )  # taken while waiting for a permit, ages would reach 0.08 s
+    for worker in workers:
+        drops = (worker.dropped_stale, worker.dropped_overload)
+        assert min(drops) > 0 and sum(drops) == worker.dropped, drops
+        assert worker.stats.received - worker.stats.processed - worker.dropped in (0, 1)  # one pending
+
+
+def test_a_worker_without_a_gate_drops_only_stale_frames() -> None:
+    shared: dict[str, Any] = {"lock": threading.Lock(), "active": 0, "peak": 0, "ages": []}
+    (worker,) = run_workers(1, None, shared)
+    assert worker.dropped_stale == worker.dropped > 50 and worker.dropped_overload == 0

@@ -9,20 +9,19 @@ rules (each poll's outcome, warning once per outage, backoff) by test_reload.py.
 from __future__ import annotations
 
 import dataclasses
-import logging
 import shutil
 import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import boto3
 import pytest
+import s3_server
 from clips import ClipTruth
 from fault_helpers import TcpProxy, log_lines
 from live_helpers import add_camera, metric, stream, wait_for
-from moto.server import ThreadedMotoServer
-from server_process import ServerProcess, free_port
+from s3_server import new_bucket
+from server_process import ServerProcess
 
 from models.manifest import MANIFEST_NAME, TFLITE_NAME, hash_tree
 from models.package import ModelPackage
@@ -30,11 +29,8 @@ from models.preprocess import CropSpec
 from models.store import ModelStore, open_store
 
 POLL_SECONDS = 0.5
-DUMMY_AWS = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_DEFAULT_REGION": "us-east-1",
-}
+s3_endpoint = s3_server.s3_endpoint  # fixtures
+aws_env = s3_server.aws_env
 
 
 def clone(base: Path, folder: Path, version: str, crop: CropSpec | None = None) -> Path:
@@ -115,32 +111,18 @@ def test_a_version_whose_stored_bytes_fail_their_checksum_is_rejected(
 # S3 through a proxy that can be cut.
 
 
-@pytest.fixture(scope="module")
-def moto() -> Iterator[str]:
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
-
-
 def test_an_unreachable_s3_store_is_retried_with_backoff_while_serving_continues(
-    moto: str,
+    s3_endpoint: str,
+    aws_env: dict[str, str],
     tiny_package: Path,
     moving_face_video: tuple[Path, ClipTruth],
     tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    for name, value in DUMMY_AWS.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
-    bucket = f"models-{uuid.uuid4().hex[:8]}"
-    boto3.client("s3", endpoint_url=moto, region_name="us-east-1").create_bucket(Bucket=bucket)
-    store = open_store(f"s3://{bucket}/fakeweb", endpoint_url=moto)  # the test publishes directly
+    bucket = new_bucket(s3_endpoint)
+    store = open_store(f"s3://{bucket}/fakeweb", endpoint_url=s3_endpoint)  # the test publishes directly
     store.publish(clone(tiny_package, tmp_path, "v1"), aliases=("latest",))
-    proxy = TcpProxy(int(moto.rsplit(":", 1)[1]))  # the service reaches the store through the proxy
-    env = {**DUMMY_AWS, "FAKEWEB_S3_ENDPOINT_URL": proxy.url, "FAKEWEB_CLASSIFY_EVERY": "1"}
+    proxy = TcpProxy(int(s3_endpoint.rsplit(":", 1)[1]))  # the service reaches the store through the proxy
+    env = {**aws_env, "FAKEWEB_S3_ENDPOINT_URL": proxy.url, "FAKEWEB_CLASSIFY_EVERY": "1"}
     flags = ("--model", f"store://{store.url}@latest", "--model-poll-seconds", str(POLL_SECONDS))
     server = ServerProcess(tmp_path / "data", *flags, env=env).start()
     try:

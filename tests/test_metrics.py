@@ -135,6 +135,14 @@ def test_stage_times_land_in_their_buckets() -> None:
     assert sample_value(reg, "fakeweb_stage_duration_seconds_count", stage="mesh") == 0
 
 
+def test_a_stream_encode_is_the_encode_stage() -> None:
+    metrics = Metrics()
+    metrics.observe_encode(0.004)
+    reg = metrics.registry
+    assert sample_value(reg, "fakeweb_stage_duration_seconds_bucket", stage="encode", le="0.0025") == 0
+    assert sample_value(reg, "fakeweb_stage_duration_seconds_bucket", stage="encode", le="0.005") == 1
+
+
 def test_every_stage_is_exposed_before_any_frame() -> None:
     reg = Metrics().registry
     for stage in STAGES:

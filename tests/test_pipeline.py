@@ -19,9 +19,11 @@ import pytest
 from clips import ClipTruth
 
 from models.detector import DetectorConfig, FaceDetector
+from models.landmarks import FaceMesher
 from models.preprocess import CropSpec, crop_face
 from stream.file_source import FileSource
 from stream.frames import Frame
+from stream.overlay import OverlayConfig
 from stream.pipeline import FrameResult, PipelineConfig, StreamPipeline
 from stream.scoring import ScoringConfig
 
@@ -154,6 +156,53 @@ def test_due_faces_are_cropped_at_their_track_box_and_classified_every_k_frames(
         (face,) = result.faces
         assert face.probability == pytest.approx(0.9) and face.verdict == "manipulated"
         assert {"detect", "track", "mesh", "draw"} <= set(result.times.seconds)
+
+
+def test_detector_cadence_counts_processed_frames_not_indices(
+    moving_face_video: tuple[Path, ClipTruth],
+) -> None:
+    """A live stream processing every third frame still detects every third processed frame (detect_every 3)."""
+    path, _ = moving_face_video
+    processed = decoded(path)[::3]
+    results = run_pipeline(processed, detect_every=3)
+    detected = [i for i, result in enumerate(results) if "detect" in result.times.seconds]
+    assert detected == list(range(0, len(processed), 3))
+    assert all(result.faces for result in results[3:])
+
+
+def test_faces_are_classified_only_at_fresh_detector_boxes(moving_face_video: tuple[Path, ClipTruth]) -> None:
+    path, truth = moving_face_video
+    frames = decoded(path)
+    classify = RecordingClassifier(probability=0.9)
+    results = run_pipeline(frames, classify, detect_every=3, scoring=ScoringConfig(classify_every=10))
+    classified = [result.index for result in results if "classify" in result.times.seconds]
+    assert classified == list(range(0, truth.frame_count, 12))  # the first detector frame 10 or more after
+    assert len(classify.batches) == len(classified)
+    for index in classified:
+        box = truth.faces[index][0]
+        assert results[index].faces[0].box.iou(box) > 0.7
+
+
+def test_mesh_every_runs_facemesh_on_every_nth_frame_and_draws_a_mesh_on_all(
+    moving_face_video: tuple[Path, ClipTruth], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path, truth = moving_face_video
+    runs: list[int] = []
+    original = FaceMesher.landmarks
+
+    def counting(self: FaceMesher, image: np.ndarray, *args: Any) -> np.ndarray | None:
+        runs.append(len(runs))
+        return original(self, image, *args)
+
+    monkeypatch.setattr(FaceMesher, "landmarks", counting)
+    drawn: list[int] = []
+    monkeypatch.setattr(
+        "stream.pipeline.draw_overlays",
+        lambda image, overlays, config: drawn.append(sum(o.landmarks is not None for o in overlays)),
+    )
+    results = run_pipeline(decoded(path), mesh_every=2, overlay=OverlayConfig(mesh_for="all"))
+    assert len(runs) == math.ceil(truth.frame_count / 2)
+    assert drawn == [len(result.faces) for result in results] and all(drawn)
 
 
 def test_faces_due_in_the_same_frame_are_classified_in_one_batch(

@@ -10,18 +10,17 @@ from __future__ import annotations
 import dataclasses
 import logging
 import shutil
-import socket
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import boto3
 import cv2
 import numpy as np
 import pytest
+import s3_server
 import tensorflow as tf
-from moto.server import ThreadedMotoServer
+from s3_server import free_port, new_bucket, start_moto
 
 from models.errors import ModelPackageError, ModelStoreError
 from models.manifest import MANIFEST_NAME, TFLITE_NAME, hash_tree
@@ -41,7 +40,8 @@ from stream.reload import (
 from training.export import export_package
 
 SIZE = 32
-DUMMY_KEYS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+s3_endpoint = s3_server.s3_endpoint  # fixtures
+aws_env = s3_server.aws_env
 
 
 def clone(
@@ -60,41 +60,8 @@ def clone(
     return package
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def start_moto(port: int) -> ThreadedMotoServer:
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    return server
-
-
-@pytest.fixture(scope="session")
-def s3_endpoint() -> Iterator[str]:
-    port = free_port()
-    server = start_moto(port)
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
-
-
-@pytest.fixture
-def aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", DUMMY_KEYS["aws_access_key_id"])
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", DUMMY_KEYS["aws_secret_access_key"])
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
-
-
 def s3_store(endpoint: str) -> ModelStore:
-    bucket = f"models-{uuid.uuid4().hex[:12]}"
-    boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", **DUMMY_KEYS).create_bucket(
-        Bucket=bucket
-    )
-    return open_store(f"s3://{bucket}/team/models", endpoint_url=endpoint)
+    return open_store(f"s3://{new_bucket(endpoint)}/team/models", endpoint_url=endpoint)
 
 
 @pytest.fixture(params=["local", "s3"])

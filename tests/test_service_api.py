@@ -15,7 +15,9 @@ from server_process import ROOT, ServerProcess
 TOKEN = "s3cret-token-for-tests"
 SECRET_URL = "rtsp://admin:hunter2pass@127.0.0.1:9/stream"
 
-VIDEO_OFFER_WITHOUT_MEDIA_LINES = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n"
+VIDEO_OFFER_WITHOUT_MEDIA_LINES = (
+    "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n"
+)
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +52,10 @@ def test_openapi_description_is_valid_and_lists_the_api(server: ServerProcess) -
         (json.dumps({"type": "offer", "sdp": 42}).encode(), "'sdp' must be"),
         (json.dumps({"type": "offer", "sdp": "hello"}).encode(), "'sdp' must be"),
         (json.dumps({"type": "offer", "sdp": "v=0\r\ns=-\r\n"}).encode(), "no video section"),
-        (json.dumps({"type": "offer", "sdp": VIDEO_OFFER_WITHOUT_MEDIA_LINES}).encode(), "cannot use this offer"),
+        (
+            json.dumps({"type": "offer", "sdp": VIDEO_OFFER_WITHOUT_MEDIA_LINES}).encode(),
+            "cannot use this offer",
+        ),
         (json.dumps({"type": "offer", "sdp": "v=0 m=video" + "x" * 70_000}).encode(), "too large"),
         (b"\xff\xfe\x00", "not valid JSON"),
     ],
@@ -113,7 +118,9 @@ def test_camera_lifecycle_with_credentials_never_shown(server: ServerProcess) ->
 
 
 def test_stream_limit_gives_503_with_the_reason(server: ServerProcess) -> None:
-    created = [server.request("POST", "/api/streams", body={"name": f"c{i}", "url": SECRET_URL}) for i in range(2)]
+    created = [
+        server.request("POST", "/api/streams", body={"name": f"c{i}", "url": SECRET_URL}) for i in range(2)
+    ]
     assert [status for status, _ in created] == [201, 201]
     status, body = server.request("POST", "/api/streams", body={"name": "c3", "url": SECRET_URL})
     assert status == 503

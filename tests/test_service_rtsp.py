@@ -9,34 +9,20 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Iterator
-from pathlib import Path
 from typing import Any
 
 import aiohttp
 import aioice.ice
+import live_helpers
 import pytest
-from clips import ClipTruth, moving_face_clip
-from live_helpers import Client, add_camera, json_request, metric, samples, stream, until, wait_for
-from rtsp_server import RtspTestServer, gst_rtsp_missing
+from live_helpers import Client, json_request, metric, processed, samples, stream, until, wait_for
+from rtsp_server import RtspTestServer
 from server_process import ServerProcess
 
 from stream.serve import use_loopback_ice
 
-
-@pytest.fixture(scope="module")
-def rtsp_servers(
-    moving_face_video: tuple[Path, ClipTruth], tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[tuple[RtspTestServer, RtspTestServer]]:
-    """Two RTSP servers, each looping its own one-face clip."""
-    reason = gst_rtsp_missing()
-    if reason:
-        pytest.skip(reason)
-    other_clip, _ = moving_face_clip(tmp_path_factory.mktemp("clip_b"), size=(352, 288))
-    with (
-        RtspTestServer(moving_face_video[0], path="a") as first,
-        RtspTestServer(other_clip, path="b") as second,
-    ):
-        yield first, second
+rtsp_pair = live_helpers.rtsp_pair  # fixtures
+cameras = live_helpers.cameras
 
 
 @pytest.fixture(scope="module")
@@ -45,19 +31,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     env = {"FAKEWEB_CLASSIFY_EVERY": "1", "FAKEWEB_BATCH_MAX_WAIT_MS": "30"}
     with ServerProcess(tmp_path_factory.mktemp("rtsp_service"), "--loopback-ice", env=env) as process:
         yield process
-
-
-@pytest.fixture(scope="module")
-def cameras(server: ServerProcess, rtsp_servers: tuple[RtspTestServer, RtspTestServer]) -> tuple[str, str]:
-    """The ids of camera A and camera B, added through the API and live."""
-    ids = (add_camera(server, "A", rtsp_servers[0].url), add_camera(server, "B", rtsp_servers[1].url))
-    for camera_id in ids:
-        wait_for(lambda cid=camera_id: stream(server, cid)["status"] == "live", 20, f"{camera_id} live")
-    return ids
-
-
-def processed(server: ServerProcess, camera_id: str) -> int:
-    return int(stream(server, camera_id)["frames_processed"])
 
 
 def test_two_cameras_are_processed_and_share_classifier_batches(
@@ -82,14 +55,14 @@ def test_two_cameras_are_processed_and_share_classifier_batches(
 
 def test_a_dead_camera_reconnects_while_the_other_keeps_processing(
     server: ServerProcess,
-    rtsp_servers: tuple[RtspTestServer, RtspTestServer],
+    rtsp_pair: tuple[RtspTestServer, RtspTestServer],
     cameras: tuple[str, str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Kill A's server: A reconnects (its viewer sees the offline placeholder meanwhile), B never stops."""
     monkeypatch.setattr(aioice.ice, "get_host_addresses", aioice.ice.get_host_addresses)  # restored after
     use_loopback_ice()  # for the test's own peer, like the server's --loopback-ice
-    server_a, _ = rtsp_servers
+    server_a, _ = rtsp_pair
     camera_a, camera_b = cameras
 
     async def get(http: aiohttp.ClientSession, camera_id: str) -> dict[str, Any]:

@@ -18,10 +18,10 @@ import aioice.ice
 import av
 import pytest
 from aiortc import VideoStreamTrack
-from browser import camera_image, chromium_args, chromium_missing, write_y4m
+from browser import camera_element, camera_image, chromium_missing, open_page, watch_camera, write_y4m
 from clips import ClipTruth
-from live_helpers import Client, add_camera, json_request, until
-from rtsp_server import RtspTestServer, gst_rtsp_missing
+from live_helpers import Client, add_camera, json_request, rtsp_server, until
+from rtsp_server import RtspTestServer
 from server_process import ServerProcess, free_port
 from skimage import data
 
@@ -34,10 +34,7 @@ SERVICE_THREADS = ("worker-", "rtsp-read-", "rtsp-watch-", "classifier-batcher",
 
 @pytest.fixture(scope="module")
 def rtsp_camera(moving_face_video: tuple[Path, ClipTruth]) -> Iterator[RtspTestServer]:
-    reason = gst_rtsp_missing()
-    if reason:
-        pytest.skip(reason)
-    with RtspTestServer(moving_face_video[0]) as running:
+    with rtsp_server(moving_face_video[0]) as running:
         yield running
 
 
@@ -61,51 +58,37 @@ PEER_TRANSPORTS = "window.peersSeen.map((peer) => peer.getReceivers()[0].transpo
 
 async def _browse_then_terminate(server: ServerProcess, fake_camera: Path, camera_id: str) -> dict[str, Any]:
     """Send the webcam and watch the camera from the page, then SIGTERM the server; what the browser saw."""
-    from playwright.async_api import async_playwright
-
-    element = f'.camera[data-id="{camera_id}"]'
     assert server.process is not None
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(
-            executable_path="/usr/bin/chromium", args=chromium_args(fake_camera)
+    async with open_page(server.url + "/", fake_camera) as page:
+        await page.click("#start")
+        await watch_camera(page, camera_id, timeout=30)
+        await page.wait_for_function(
+            f"window.fakeweb.framesRendered > 30 && ({KEEP_PEERS}).length === 2"
+            f" && {PEER_TRANSPORTS}.every((s) => s === 'connected')",
+            timeout=30_000,
         )
-        try:
-            page = await browser.new_page()
-            await page.goto(server.url + "/")
-            await page.wait_for_function(
-                f"document.querySelector('{element} .status')?.textContent === 'live'", timeout=30_000
-            )
-            await page.click("#start")
-            await page.click(f"{element} .watch")
-            await page.wait_for_function(
-                f"window.fakeweb.framesRendered > 30 && ({KEEP_PEERS}).length === 2"
-                f" && {PEER_TRANSPORTS}.every((s) => s === 'connected')",
-                timeout=30_000,
-            )
-            _, listing = server.request("GET", "/api/streams")
-            started = time.monotonic()
-            server.process.send_signal(signal.SIGTERM)
-            code = await asyncio.to_thread(server.process.wait, 20)
-            seconds = time.monotonic() - started
-            # DTLS close_notify from the server: it closed the peers rather than vanishing. The page noticed
-            # (its channels closed) and let go of both connections.
-            closed = await page.wait_for_function(
-                f"{PEER_TRANSPORTS}.every((s) => s === 'closed') && {PEER_TRANSPORTS}", timeout=5_000
-            )
-            page_state = await page.evaluate(
-                f"""({{startEnabled: !document.querySelector('#start').disabled,
-                    watching: document.querySelector('{element} video').srcObject !== null,
-                    peers: {PEERS}.filter(Boolean).length}})"""
-            )
-            return {
-                "code": code,
-                "seconds": seconds,
-                "streams": listing["streams"],
-                "transports": await closed.json_value(),
-                "page": page_state,
-            }
-        finally:
-            await browser.close()
+        _, listing = server.request("GET", "/api/streams")
+        started = time.monotonic()
+        server.process.send_signal(signal.SIGTERM)
+        code = await asyncio.to_thread(server.process.wait, 20)
+        seconds = time.monotonic() - started
+        # DTLS close_notify from the server: it closed the peers rather than vanishing. The page noticed
+        # (its channels closed) and let go of both connections.
+        closed = await page.wait_for_function(
+            f"{PEER_TRANSPORTS}.every((s) => s === 'closed') && {PEER_TRANSPORTS}", timeout=5_000
+        )
+        page_state = await page.evaluate(
+            f"""({{startEnabled: !document.querySelector('#start').disabled,
+                watching: document.querySelector('{camera_element(camera_id)} video').srcObject !== null,
+                peers: {PEERS}.filter(Boolean).length}})"""
+        )
+        return {
+            "code": code,
+            "seconds": seconds,
+            "streams": listing["streams"],
+            "transports": await closed.json_value(),
+            "page": page_state,
+        }
 
 
 def test_sigterm_with_a_browser_and_a_camera_exits_0_and_closes_the_peers(

@@ -4,32 +4,24 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
-import socket
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
-import boto3
 import pytest
-from moto.server import ThreadedMotoServer
+import s3_server
+from s3_server import free_port, new_bucket, s3_client
 
 from models.errors import ModelPackageError, ModelStoreError
 from models.manifest import MANIFEST_NAME, Manifest, hash_tree
 from models.preprocess import CropSpec
 from models.store import ModelStore, open_store, validate_alias, validate_version
 
-DUMMY_KEYS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+s3_endpoint = s3_server.s3_endpoint  # fixtures
+aws_env = s3_server.aws_env
 
 
 def make_package(folder: Path, version: str, payload: bytes = b"tflite-bytes") -> Path:
@@ -59,34 +51,6 @@ class Case:
     put_raw: Callable[[str, bytes], None]
 
 
-@pytest.fixture(scope="session")
-def s3_endpoint() -> Iterator[str]:
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
-
-
-@pytest.fixture
-def aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", DUMMY_KEYS["aws_access_key_id"])
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", DUMMY_KEYS["aws_secret_access_key"])
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
-
-
-def raw_s3_client(endpoint: str) -> Any:
-    return boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", **DUMMY_KEYS)
-
-
-def new_bucket(endpoint: str) -> str:
-    bucket = f"models-{uuid.uuid4().hex[:12]}"
-    raw_s3_client(endpoint).create_bucket(Bucket=bucket)
-    return bucket
-
-
 @pytest.fixture(params=["local", "s3"])
 def case(request: pytest.FixtureRequest, tmp_path: Path) -> Case:
     if request.param == "local":
@@ -100,7 +64,7 @@ def case(request: pytest.FixtureRequest, tmp_path: Path) -> Case:
     endpoint: str = request.getfixturevalue("s3_endpoint")
     request.getfixturevalue("aws_env")
     bucket = new_bucket(endpoint)
-    client = raw_s3_client(endpoint)
+    client = s3_client(endpoint)
 
     def put_s3(key: str, data: bytes) -> None:
         client.put_object(Bucket=bucket, Key=f"team/models/{key}", Body=data)

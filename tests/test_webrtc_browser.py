@@ -1,5 +1,6 @@
 """A real browser (headless Chromium) sends its webcam to `fakeweb serve` and gets annotated video and verdicts;
-it also watches an RTSP camera of the server (a real GStreamer RTSP server) from the page's camera list.
+it also watches an RTSP camera of the server (a real GStreamer RTSP server) from the page's camera list, and two
+pages watch one camera, encoded once for both.
 
 The fake camera is the astronaut photo from scikit-image (a real face). The server is a real child process
 with loopback ICE on both sides (see ../shared/TESTING.md: loopback-only hosts never connect otherwise).
@@ -16,7 +17,7 @@ from typing import Any
 import pytest
 from browser import camera_image, chromium_args, chromium_missing, write_y4m
 from clips import ClipTruth
-from live_helpers import add_camera, stream, wait_for
+from live_helpers import add_camera, samples, stream, wait_for
 from rtsp_server import RtspTestServer, gst_rtsp_missing
 from server_process import ServerProcess
 from skimage import data
@@ -162,6 +163,89 @@ def test_browser_watches_an_rtsp_camera_from_the_camera_list(
         )
         wait_for(
             lambda: "fakeweb_viewers 0.0" in server.request("GET", "/metrics")[1], 5, "fakeweb_viewers at 0"
+        )
+    finally:
+        server.request("DELETE", f"/api/streams/{camera_id}")
+
+
+INBOUND_VIDEO = """async (streamId) => {
+    const stats = await window.fakeweb.viewers.get(streamId).getStats();
+    for (const report of stats.values()) {
+        if (report.type === "inbound-rtp" && report.kind === "video") {
+            return {decoded: report.framesDecoded, keyframes: report.keyFramesDecoded,
+                codec: stats.get(report.codecId).mimeType};
+        }
+    }
+    return null;
+}"""
+
+
+def _encoded_and_processed(server: ServerProcess, camera_id: str) -> tuple[float, float]:
+    """From one /metrics read: frames encoded (all streams; only this camera is watched) and this camera's
+    processed frames."""
+    _, text = server.request("GET", "/metrics")
+    values = samples(text)
+    encoded = values[("fakeweb_stage_duration_seconds_count", frozenset({("stage", "encode")}))]
+    processed = values[("fakeweb_frames_total", frozenset({("stream", camera_id), ("outcome", "processed")}))]
+    return encoded, processed
+
+
+async def _two_pages_watch(
+    server: ServerProcess, fake_camera: Path, camera_id: str, seconds: float
+) -> dict[str, Any]:
+    from playwright.async_api import Page, async_playwright
+
+    element = f'.camera[data-id="{camera_id}"]'
+
+    async def watch(page: Page) -> None:
+        await page.goto(server.url + "/")
+        await page.wait_for_function(
+            f"document.querySelector('{element} .status')?.textContent === 'live'", timeout=seconds * 1000
+        )
+        await page.click(f"{element} .watch")
+        await page.wait_for_function("window.fakeweb.framesRendered > 10", timeout=seconds * 1000)
+
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(
+            executable_path="/usr/bin/chromium", args=chromium_args(fake_camera)
+        )
+        try:
+            first, late = await browser.new_page(), await browser.new_page()
+            await watch(first)
+            joined = time.monotonic()
+            await watch(late)
+            late_to_ten_frames = time.monotonic() - joined
+            before = _encoded_and_processed(server, camera_id)
+            await asyncio.sleep(3)
+            after = _encoded_and_processed(server, camera_id)
+            state = {
+                "pages": [await page.evaluate(INBOUND_VIDEO, camera_id) for page in (first, late)],
+                "late_to_ten_frames": late_to_ten_frames,
+                "encoded": after[0] - before[0],
+                "processed": after[1] - before[1],
+                "viewers": stream(server, camera_id)["viewers"],
+            }
+            await first.close()
+            await late.close()
+            return state
+        finally:
+            await browser.close()
+
+
+def test_two_pages_watching_one_camera_share_one_encode(
+    server: ServerProcess, fake_camera: Path, rtsp_camera: RtspTestServer
+) -> None:
+    camera_id = add_camera(server, "hall", rtsp_camera.url)
+    try:
+        state = asyncio.run(_two_pages_watch(server, fake_camera, camera_id, seconds=60))
+        assert state["viewers"] == 2
+        for page in state["pages"]:
+            assert page["codec"] == "video/VP8"
+            assert page["decoded"] > 10 and page["keyframes"] >= 1
+        assert state["late_to_ten_frames"] < 15, "the late viewer gets a keyframe promptly"
+        assert state["processed"] > 10, "the camera kept being processed"
+        assert 0 < state["encoded"] <= state["processed"] + 1, (
+            "each processed frame encoded once, not per viewer"
         )
     finally:
         server.request("DELETE", f"/api/streams/{camera_id}")

@@ -10,10 +10,10 @@ import fractions
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import av
-import cv2
 import numpy as np
 from aiortc.codecs.h264 import H264Encoder
 from aiortc.codecs.vpx import Vp8Encoder
@@ -23,6 +23,8 @@ from models.detector import DetectorConfig, FaceDetector
 from models.geometry import Box
 from models.landmarks import FaceMesher
 from models.preprocess import CropSpec, crop_face
+from stream.encoder import EncoderSettings, vp8_codec
+from stream.feed import yuv420p_frame
 from stream.file_source import open_video
 from stream.overlay import FaceOverlay, OverlayConfig, draw_overlays
 
@@ -143,28 +145,35 @@ def make_draw(inputs: Inputs, with_mesh: bool) -> Call:
     return call
 
 
-def make_publish(inputs: Inputs) -> Call:
-    """RGB array -> av.VideoFrame, as `AnnotatedFeed.publish` does for every processed frame."""
-    images = inputs.images
-    return lambda i: av.VideoFrame.from_ndarray(images[i % len(images)], format="rgb24")
-
-
 def make_to_yuv(inputs: Inputs) -> Call:
     """rgb24 -> yuv420p alone with swscale, the conversion the encoders start with."""
     frames = [av.VideoFrame.from_ndarray(image, format="rgb24") for image in inputs.images[:10]]
     return lambda i: frames[i % len(frames)].reformat(format="yuv420p")
 
 
-def yuv420p_frame(image: np.ndarray) -> av.VideoFrame:
-    """An RGB array as a yuv420p VideoFrame, converted by OpenCV (SIMD, releases the GIL) instead of swscale."""
-    yuv: np.ndarray = cv2.cvtColor(image, cv2.COLOR_RGB2YUV_I420)
-    return av.VideoFrame.from_ndarray(yuv.astype(np.uint8, copy=False), format="yuv420p")
-
-
 def make_to_yuv_cv2(inputs: Inputs) -> Call:
-    """rgb24 array -> yuv420p VideoFrame with OpenCV: what a feed publishing yuv420p would do per frame."""
+    """rgb24 array -> yuv420p VideoFrame with OpenCV, as `AnnotatedFeed.publish` does for every processed frame."""
     images = inputs.images
     return lambda i: yuv420p_frame(images[i % len(images)])
+
+
+def stream_encode(width: int, height: int) -> Callable[[np.ndarray, int], object]:
+    """What the live path does with each drawn frame: publish it (OpenCV yuv420p) and encode it with the stream
+    encoder's VP8 settings (`stream.encoder.vp8_codec`), once for all viewers; called with (image, index)."""
+    codec = vp8_codec(width // 2 * 2, height // 2 * 2, EncoderSettings().bitrate)
+
+    def encode(image: np.ndarray, index: int) -> object:
+        frame = yuv420p_frame(image)
+        frame.pts, frame.time_base = index * 3000, VIDEO_TIME_BASE
+        return codec.encode(frame)
+
+    return encode
+
+
+def make_stream_encode(inputs: Inputs) -> Call:
+    """`stream_encode` on the clip's frames."""
+    encode, images = stream_encode(*inputs.size), inputs.images
+    return lambda i: encode(images[i % len(images)], i)
 
 
 def make_encode(inputs: Inputs, codec: str, convert: str = "swscale") -> Call:
@@ -182,6 +191,22 @@ def make_encode(inputs: Inputs, codec: str, convert: str = "swscale") -> Call:
         return encoder.encode(frame)
 
     return call
+
+
+def pipeline_kernels(
+    inputs: Inputs, detector: DetectorConfig, spec: CropSpec
+) -> dict[str, Callable[[], Call]]:
+    """Makers of the kernels the live pipeline runs besides the classifier, by the name of the work they do:
+    decode, detect, crop, mesh, draw mesh, draw box, encode (publish and VP8)."""
+    return {
+        "decode": partial(make_decode, inputs),
+        "detect": partial(make_detect, inputs, detector),
+        "crop": partial(make_crop, inputs, spec),
+        "mesh": partial(make_mesh, inputs),
+        "draw mesh": partial(make_draw, inputs, True),
+        "draw box": partial(make_draw, inputs, False),
+        "encode": partial(make_stream_encode, inputs),
+    }
 
 
 def sha256_control(_: int) -> object:

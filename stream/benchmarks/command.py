@@ -86,6 +86,7 @@ def _live(args: argparse.Namespace, clip: Path | None) -> Report:
         threads=args.threads,
         max_streams=max(args.streams, 1),
         detect_every=args.detect_every,
+        mesh_every=args.mesh_every,
         classify_every=args.classify_every,
         detector_range=args.detector_range,
         min_confidence=args.min_confidence,

@@ -40,7 +40,7 @@ from stream.benchmarks.calls import (
     make_draw,
     make_encode,
     make_mesh,
-    make_publish,
+    make_stream_encode,
     make_to_rgb,
     make_to_yuv,
     make_to_yuv_cv2,
@@ -48,7 +48,7 @@ from stream.benchmarks.calls import (
     sha256_control,
 )
 from stream.benchmarks.procstat import thread_schedstat
-from stream.benchmarks.report import Report, Table, time_calls
+from stream.benchmarks.report import Report, Table, time_kernel
 from stream.reload import ModelHolder
 
 
@@ -116,9 +116,9 @@ def build_kernels(settings: KernelSettings, inputs: Inputs) -> list[Kernel]:
     return kernels + [
         Kernel("draw mesh + label", "face", partial(make_draw, inputs, True)),
         Kernel("draw box + label", "face", partial(make_draw, inputs, False)),
-        Kernel("publish (array -> VideoFrame)", "frame", partial(make_publish, inputs)),
         Kernel("rgb24 -> yuv420p (swscale)", "frame", partial(make_to_yuv, inputs)),
-        Kernel("rgb24 -> yuv420p (cv2)", "frame", partial(make_to_yuv_cv2, inputs)),
+        Kernel("publish: rgb24 -> yuv420p (cv2)", "frame", partial(make_to_yuv_cv2, inputs)),
+        Kernel("publish + encode vp8 (stream encoder)", "frame", partial(make_stream_encode, inputs)),
         Kernel("encode vp8 (aiortc, rgb24 in)", "frame", partial(make_encode, inputs, "vp8")),
         Kernel("encode vp8 (aiortc, cv2 yuv in)", "frame", partial(make_encode, inputs, "vp8", "cv2")),
         Kernel("encode h264 (aiortc, rgb24 in)", "frame", partial(make_encode, inputs, "h264")),
@@ -270,9 +270,7 @@ def run_kernels(settings: KernelSettings, progress: Callable[[str], None] | None
     for kernel in build_kernels(settings, inputs):
         if progress is not None:
             progress(kernel.name.strip())
-        call = kernel.make()
-        counter = itertools.count()
-        calls = time_calls(partial(_next_call, call, counter), settings.repeat)
+        calls = time_kernel(kernel.make, settings.repeat)
         timing = calls.timing
         per_item = timing.mean / kernel.items
         row: list[object] = [kernel.name, kernel.unit, timing.count, timing.mean, timing.p50, timing.p99]
@@ -372,7 +370,3 @@ def _scaling(kernel: Kernel, seconds: float, entry: dict[str, object]) -> list[o
         slowdown_beside_python=None if slowdown is None else round(slowdown, 2),
     )
     return [ratio, probe.held_ms, slowdown]
-
-
-def _next_call(call: Call, counter: itertools.count[int]) -> object:
-    return call(next(counter))

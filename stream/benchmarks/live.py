@@ -1,15 +1,15 @@
-"""N concurrent streams paced at their frame rate through the live service, each encoded for its viewers.
+"""N concurrent streams paced at their frame rate through the live service, each encoded once for its viewers.
 
 The streams are built by `stream.service.LiveService` exactly as `fakeweb serve` builds them: a worker thread per
-stream behind a latest-frame slot, the cross-stream `ClassifierBatcher`, the `AnnotatedFeed`/`AnnotatedTrack`
-output relayed to each viewer by `MediaRelay(buffered=False)`. Inputs are RTSP cameras added through
-`LiveService.add_camera` (a reader thread each, as in serve) or video files paced by `FileSource(realtime=True,
-loop=True)` on a feeder thread each. Each viewer encodes with aiortc's `Vp8Encoder` in the default executor,
-as `RTCRtpSender` does; end-to-end latency runs from the frame's capture (leaving the decoder) to encoded.
+stream behind a latest-frame slot, the cross-stream `ClassifierBatcher`, the stream's `AnnotatedFeed` encoding VP8
+once on its encoder thread. Inputs are RTSP cameras added through `LiveService.add_camera` (a reader thread each,
+as in serve) or video files paced by `FileSource(realtime=True, loop=True)` on a feeder thread each. Each viewer
+takes the shared packets through its own `ViewerTrack` and packetises them with aiortc's `Vp8Encoder.pack`, as
+`RTCRtpSender` does; end-to-end latency runs from the frame's capture (leaving the decoder) to packetised.
 
-The service reports to a `Metrics` subclass that also keeps what the benchmark needs: stage times and, per
-stream, the capture time of the frame last handed to the relay (read by the viewer that receives it). All
-figures go into fixed-size histograms, so a long run does not grow the memory it measures.
+The service reports to a `Metrics` subclass that also keeps what the benchmark needs: worker stage times, encode
+times and each stream's capture-to-encoded latency. All figures go into fixed-size histograms, so a long run does
+not grow the memory it measures.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +40,10 @@ from stream.metrics import Metrics
 from stream.reload import ModelHolder
 from stream.service import LiveService, LiveStream
 from stream.timing import STAGES, StageTimes
+from stream.viewer import ViewerTrack
+
+WORKER_STAGES = tuple(stage for stage in STAGES if stage != "encode")
+"""Stages of the worker thread; encoding runs on each stream's encoder thread."""
 
 
 @dataclass(frozen=True)
@@ -81,16 +85,14 @@ class Recording:
 
 
 class RecordingMetrics(Metrics):
-    """The service's metrics, also recording stage times, capture-to-sent latency and each stream's capture
-    time of the frame last handed to the relay."""
+    """The service's metrics, also recording worker stage times (per processed frame), encode times (per encoded
+    frame, all streams) and each stream's capture-to-encoded latency."""
 
     def __init__(self, recording: Recording) -> None:
         super().__init__()
         self.recording = recording
         self.stages = {stage: Histogram() for stage in (*STAGES, "total")}
-        self.last_capture: dict[str, float] = {}
-        self.sent: Counter[str] = Counter()
-        self.sent_latency: dict[str, Histogram] = defaultdict(Histogram)
+        self.ready_latency: dict[str, Histogram] = defaultdict(Histogram)
         self._lock = threading.Lock()
 
     def observe_stages(self, times: StageTimes) -> None:
@@ -98,26 +100,30 @@ class RecordingMetrics(Metrics):
         if self.recording.window_at(time.monotonic()) is None:
             return
         with self._lock:  # called by every stream's worker thread
-            for stage in STAGES:
+            for stage in WORKER_STAGES:
                 self.stages[stage].add(times.seconds.get(stage, 0.0))
             self.stages["total"].add(times.total())
 
+    def observe_encode(self, seconds: float) -> None:
+        super().observe_encode(seconds)
+        if self.recording.window_at(time.monotonic()) is None:
+            return
+        with self._lock:  # called by every stream's encoder thread
+            self.stages["encode"].add(seconds)
+
     def observe_end_to_end(self, stream: str, seconds: float) -> None:
         super().observe_end_to_end(stream, seconds)
-        now = time.monotonic()
-        self.last_capture[stream] = now - seconds
-        self.sent[stream] += 1
-        if self.recording.window_at(now) is not None:
-            self.sent_latency[stream].add(seconds)
+        if self.recording.window_at(time.monotonic()) is not None:
+            self.ready_latency[stream].add(seconds)
 
 
 @dataclass
 class Viewer:
-    """What one viewer encoded in the measured span: capture-to-encoded latency (also per window), encode time."""
+    """What one viewer sent in the measured span: capture-to-packetised latency (also per window), skipped frames."""
 
     latency: Histogram = field(default_factory=Histogram)
-    encode: Histogram = field(default_factory=Histogram)
     windows: dict[int, Histogram] = field(default_factory=lambda: defaultdict(Histogram))
+    skipped: int = 0
 
 
 class FileFeeder:
@@ -149,30 +155,24 @@ class FileFeeder:
         self._source.close()
 
 
-def _encode(encoder: Vp8Encoder, frame: Any) -> tuple[list[bytes], int]:
-    return encoder.encode(frame)
-
-
-async def _view(service: LiveService, stream: LiveStream, metrics: RecordingMetrics, viewer: Viewer) -> None:
-    """Receive the stream's relayed track and encode every frame received, as an RTCRtpSender would."""
-    track = service.relay.subscribe(stream.track, buffered=False)
-    encoder = Vp8Encoder()
-    loop = asyncio.get_running_loop()
+async def _view(stream: LiveStream, recording: Recording, viewer: Viewer) -> None:
+    """Take the stream's shared packets through a viewer track and packetise each, as an RTCRtpSender does."""
+    track = ViewerTrack(stream.feed)
+    packetiser = Vp8Encoder()
     try:
         while True:
             try:
-                frame = await track.recv()
+                frame = await track.next_frame()
             except MediaStreamError:
                 return
-            capture = metrics.last_capture[stream.label]  # set by the relay's recv of this very frame
-            started = time.monotonic()
-            await loop.run_in_executor(None, _encode, encoder, frame)
+            skipped = track.skipped
+            packetiser.pack(frame.packet)
             done = time.monotonic()
-            window = metrics.recording.window_at(done)
+            window = recording.window_at(done)
             if window is not None:
-                viewer.encode.add(done - started)
-                viewer.latency.add(done - capture)
-                viewer.windows[window].add(done - capture)
+                viewer.latency.add(done - frame.capture_time)
+                viewer.windows[window].add(done - frame.capture_time)
+                viewer.skipped += track.skipped - skipped
     finally:
         track.stop()
 
@@ -189,21 +189,28 @@ class _Counts:
     source: int
     processed: int
     stale: int
+    overload: int
     errors: int
     decode_errors: int
-    sent: int
+    encoded: int
+    keyframes: int
+    encode_cpu: float
 
     @staticmethod
-    def of(stream: LiveStream, metrics: RecordingMetrics, feeder: FileFeeder | None) -> _Counts:
+    def of(stream: LiveStream, feeder: FileFeeder | None) -> _Counts:
         reader = stream.reader.stats if stream.reader is not None else None
         stats = stream.worker.stats
+        encoder = stream.feed.encoder.stats
         return _Counts(
             source=feeder.frames if feeder is not None else (reader.frames if reader else 0),
             processed=stats.processed,
             stale=stream.worker.dropped_stale,
+            overload=stream.worker.dropped_overload,
             errors=stats.errors,
             decode_errors=reader.decode_errors if reader else 0,
-            sent=metrics.sent[stream.label],
+            encoded=encoder.frames,
+            keyframes=encoder.keyframes,
+            encode_cpu=encoder.cpu_seconds,
         )
 
     def minus(self, other: _Counts) -> _Counts:
@@ -226,7 +233,7 @@ class _Run:
 
 
 async def _start_streams(
-    settings: LiveSettings, service: LiveService, metrics: RecordingMetrics
+    settings: LiveSettings, service: LiveService, recording: Recording
 ) -> tuple[list[LiveStream], dict[str, FileFeeder], dict[str, list[Viewer]], list[asyncio.Task[None]]]:
     streams: list[LiveStream] = []
     feeders: dict[str, FileFeeder] = {}
@@ -246,7 +253,7 @@ async def _start_streams(
         streams.append(stream)
         viewers[stream.stream_id] = [Viewer() for _ in range(settings.viewers)]
         for viewer in viewers[stream.stream_id]:
-            tasks.append(asyncio.ensure_future(_view(service, stream, metrics, viewer)))
+            tasks.append(asyncio.ensure_future(_view(stream, recording, viewer)))
     for feeder in feeders.values():
         feeder.start()
     return streams, feeders, viewers, tasks
@@ -262,10 +269,10 @@ async def _run(settings: LiveSettings, holder: ModelHolder, progress: Callable[[
         feeders: dict[str, FileFeeder] = {}
         tasks: list[asyncio.Task[None]] = []
         try:
-            streams, feeders, viewers, tasks = await _start_streams(settings, service, metrics)
+            streams, feeders, viewers, tasks = await _start_streams(settings, service, recording)
             progress(f"{settings.streams} streams started; warming up {settings.warmup:g} s")
             await asyncio.sleep(settings.warmup)
-            before = {s.stream_id: _Counts.of(s, metrics, feeders.get(s.stream_id)) for s in streams}
+            before = {s.stream_id: _Counts.of(s, feeders.get(s.stream_id)) for s in streams}
             threads_before = thread_cpu_seconds()
             sampler.start()
             recording.begin = time.monotonic()
@@ -273,7 +280,7 @@ async def _run(settings: LiveSettings, holder: ModelHolder, progress: Callable[[
             await asyncio.sleep(settings.seconds)
             recording.end = time.monotonic()
             sampler.stop()
-            after = {s.stream_id: _Counts.of(s, metrics, feeders.get(s.stream_id)) for s in streams}
+            after = {s.stream_id: _Counts.of(s, feeders.get(s.stream_id)) for s in streams}
             threads_after = thread_cpu_seconds()
         finally:
             for feeder in feeders.values():
@@ -314,6 +321,7 @@ def run_live(
             "model": holder.version,
             "backend": holder.backend,
             "detect_every": config.detect_every,
+            "mesh_every": config.mesh_every,
             "classify_every": config.classify_every,
             "mesh_for": config.mesh_for,
             "switch_interval_ms": round(sys.getswitchinterval() * 1000.0, 3),
@@ -330,7 +338,14 @@ def run_live(
 def _fill(report: Report, run: _Run) -> None:
     streams_table, per_stream, delivered = _streams_table(run)
     process_table, process = _process_table(run, sum(delivered) * run.duration)
-    report.tables += [streams_table, _stage_table(run), process_table, _thread_table(run), _window_table(run)]
+    report.tables += [
+        streams_table,
+        _encode_table(run, per_stream),
+        _stage_table(run),
+        process_table,
+        _thread_table(run),
+        _window_table(run),
+    ]
     everyone = Histogram()
     for viewer in (v for vs in run.viewers.values() for v in vs):
         everyone.merge(viewer.latency)
@@ -349,8 +364,8 @@ def _streams_table(run: _Run) -> tuple[Table, dict[str, Any], list[float]]:
     settings, duration = run.settings, run.duration
     table = Table(
         f"Per stream ({settings.streams} streams, {settings.viewers} VP8 viewer(s) each, {duration:.0f} s)",
-        ["stream", "source fps", "processed fps", "delivered fps", "e2e p50 ms", "e2e p99 ms", "sent p99 ms"]
-        + ["stale", "unsent", "viewer skip", "errors", "decode err"],
+        ["stream", "source fps", "processed fps", "delivered fps", "e2e p50 ms", "e2e p99 ms", "ready p99 ms"]
+        + ["stale", "overload", "not encoded", "viewer skip", "errors", "decode err"],
     )
     per_stream: dict[str, Any] = {}
     delivered_all: list[float] = []
@@ -363,11 +378,12 @@ def _streams_table(run: _Run) -> tuple[Table, dict[str, Any], list[float]]:
         everyone.merge(latency)
         delivered = latency.count / settings.viewers / duration
         delivered_all.append(delivered)
-        e2e, sent = latency.timing(), run.metrics.sent_latency[stream.label].timing()
+        e2e, ready = latency.timing(), run.metrics.ready_latency[stream.label].timing()
         drops = {
             "stale_in_worker_slot": count.stale,
-            "replaced_in_feed_unsent": max(count.processed - count.sent, 0),
-            "viewer_busy_skipped": max(count.sent * settings.viewers - latency.count, 0),
+            "overload_waiting_for_a_permit": count.overload,
+            "replaced_before_encode": max(count.processed - count.encoded, 0),
+            "viewer_skipped": sum(viewer.skipped for viewer in run.viewers[stream.stream_id]),
             "pipeline_errors": count.errors,
             "decode_errors": count.decode_errors,
         }
@@ -378,7 +394,7 @@ def _streams_table(run: _Run) -> tuple[Table, dict[str, Any], list[float]]:
             delivered,
             e2e.p50,
             e2e.p99,
-            sent.p99,
+            ready.p99,
             *drops.values(),
         )
         per_stream[stream.stream_id] = {
@@ -386,28 +402,56 @@ def _streams_table(run: _Run) -> tuple[Table, dict[str, Any], list[float]]:
             "processed_fps": round(count.processed / duration, 2),
             "delivered_fps": round(delivered, 2),
             "end_to_end": e2e.to_dict(),
-            "capture_to_sent": sent.to_dict(),
+            "capture_to_ready": ready.to_dict(),
             "drops": drops,
+            "encode": {
+                "encoded_fps": round(count.encoded / duration, 2),
+                "keyframes": count.keyframes,
+                "cpu_ms_per_frame": round(1000.0 * count.encode_cpu / count.encoded, 3)
+                if count.encoded
+                else None,
+                "cpu_percent": round(100.0 * count.encode_cpu / duration, 2),
+            },
         }
     overall = everyone.timing()
     table.notes += [
-        "stale: replaced in the worker's latest-frame slot before processing; unsent: processed but replaced in"
-        " the feed before the relay read it; viewer skip: relayed but replaced before the viewer's encoder took it.",
+        "e2e: capture to packetised by a viewer; ready: capture to encoded, ready for every viewer (the service's"
+        " end-to-end metric); stale: replaced in the worker's slot while it processed the previous frame; overload:"
+        " replaced while the worker waited for a processing permit (all busy with other streams); not encoded:"
+        " processed but replaced in the encoder's slot; viewer skip: encoded frames a viewer passed over (all"
+        " viewers of the stream).",
         f"all streams: delivered fps min {min(delivered_all):.1f}, e2e p50 {overall.p50:.1f} ms,"
         f" p99 {overall.p99:.1f} ms (target: >= 29 fps, p99 <= 50 ms).",
     ]
     return table, per_stream, delivered_all
 
 
-def _stage_table(run: _Run) -> Table:
+def _encode_table(run: _Run, per_stream: dict[str, Any]) -> Table:
     table = Table(
-        "Stage ms per processed frame in the worker threads (all streams)", ["stage", "mean", "p50", "p99"]
+        "Encoding per stream (once for all its viewers, on its encoder thread)",
+        ["stream", "viewers", "encoded fps", "keyframes", "CPU ms / frame", "% of one core"],
     )
+    for stream_id, figures in per_stream.items():
+        encode = figures["encode"]
+        table.add(
+            stream_id,
+            run.settings.viewers,
+            encode["encoded_fps"],
+            encode["keyframes"],
+            encode["cpu_ms_per_frame"],
+            encode["cpu_percent"],
+        )
+    return table
+
+
+def _stage_table(run: _Run) -> Table:
+    table = Table("Stage ms per frame (all streams)", ["stage", "mean", "p50", "p99"])
     for stage, histogram in run.metrics.stages.items():
         timing = histogram.timing()
         table.add(stage, timing.mean, timing.p50, timing.p99)
     table.notes.append(
-        "decode happens on the reader/feeder thread for these sources (0 here); encode on the viewers."
+        "per processed frame in the worker threads, except encode: wall time per encoded frame on the streams'"
+        " encoder threads (total: the worker's). decode happens on the reader/feeder thread for these sources."
     )
     return table
 
@@ -422,10 +466,7 @@ def _slope_per_minute(points: list[tuple[float, float]]) -> float | None:
 
 def _process_table(run: _Run, frames: float) -> tuple[Table, dict[str, Any]]:
     rss = [sample.rss_mib for sample in run.samples]
-    encode = Histogram()
-    for viewer in (v for vs in run.viewers.values() for v in vs):
-        encode.merge(viewer.encode)
-    timing = encode.timing()
+    timing = run.metrics.stages["encode"].timing()
     slope = _slope_per_minute([(sample.t, sample.rss_mib) for sample in run.samples])
     process: dict[str, Any] = {
         "cpu_percent": round(100.0 * run.cpu_seconds / run.duration, 1),
@@ -444,7 +485,7 @@ def _process_table(run: _Run, frames: float) -> tuple[Table, dict[str, Any]]:
         f"{process['rss_mib_first']} / {process['rss_mib_last']} / {process['rss_mib_max']}",
     )
     table.add("RSS slope MiB/min", process["rss_mib_per_minute"])
-    table.add("VP8 encode ms mean / p99", f"{timing.mean:.2f} / {timing.p99:.2f}")
+    table.add("VP8 encode wall ms mean / p99 (per stream frame)", f"{timing.mean:.2f} / {timing.p99:.2f}")
     return table, process
 
 
@@ -456,8 +497,9 @@ def _thread_table(run: _Run) -> Table:
             table.add(name, seconds, 100.0 * seconds / run.duration, 1000.0 * seconds / processed)
     table.notes.append(
         "worker: pipeline (detect, track, crop, mesh, draw, publish); native: threads not started by Python"
-        " (MediaPipe graphs, TFLite, codecs); asyncio: the default executor (the encoders);"
-        " MainThread: the event loop; feeder / rtsp-read: decode."
+        " (TFLite and codec threads); encoder: the streams' VP8 encoders (one each, for all viewers);"
+        " asyncio: the default executor; MainThread: the event loop (viewers packetise there); feeder /"
+        " rtsp-read: decode."
     )
     return table
 

@@ -3,7 +3,7 @@
 First each kernel the pipeline uses is timed alone (as in `kernels`). Then one stream runs unpaced through
 `StreamPipeline` on this thread, decoding as FileSource does and publishing and VP8-encoding each frame as the
 live path does, and the run counts how often each kernel ran (detector runs, faces cropped, classifier calls by
-batch size, faces meshed, faces drawn with a mesh or a box). The expected cost of a frame is the sum of those
+batch size, FaceMesh inferences, faces drawn with a mesh or a box). The expected cost of a frame is the sum of those
 counts times the kernels' times; overhead is the measured wall time per frame over that sum, minus one.
 """
 
@@ -16,26 +16,19 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-import av
 import numpy as np
-from aiortc.codecs.vpx import Vp8Encoder
 
 from models.classifier import Classifier
 from stream.benchmarks.calls import (
-    VIDEO_TIME_BASE,
     Call,
     Inputs,
     load_inputs,
     make_classify,
-    make_crop,
-    make_decode,
-    make_detect,
-    make_draw,
-    make_encode,
-    make_mesh,
+    pipeline_kernels,
+    stream_encode,
 )
 from stream.benchmarks.procstat import cpu_seconds
-from stream.benchmarks.report import Report, Table, time_calls
+from stream.benchmarks.report import Report, Table, pipeline_settings, time_kernel
 from stream.file_source import FileSource
 from stream.overlay import wants_mesh
 from stream.pipeline import PipelineConfig, StreamPipeline
@@ -66,24 +59,14 @@ class Cost:
 
 def kernel_cost(make: Callable[[], Call], repeat: int) -> Cost:
     """The cost of one call of a fresh kernel instance."""
-    call = make()
-    counter = iter(range(10**9))
-    calls = time_calls(lambda: call(next(counter)), repeat)
+    calls = time_kernel(make, repeat)
     return Cost(calls.timing.mean, calls.cpu_ms)
 
 
 def _kernel_costs(
     inputs: Inputs, config: PipelineConfig, classifier: Classifier, batches: set[int], repeat: int
 ) -> dict[str, Cost]:
-    makers: dict[str, Callable[[], Call]] = {
-        "decode": partial(make_decode, inputs),
-        "detect": partial(make_detect, inputs, config.detector),
-        "crop": partial(make_crop, inputs, config.crop),
-        "mesh": partial(make_mesh, inputs),
-        "draw mesh": partial(make_draw, inputs, True),
-        "draw box": partial(make_draw, inputs, False),
-        "encode": partial(make_encode, inputs, "vp8"),
-    }
+    makers = pipeline_kernels(inputs, config.detector, config.crop)
     for batch in sorted(batches):
         makers[f"classify b{batch}"] = partial(make_classify, classifier, inputs, batch)
     return {name: kernel_cost(make, repeat) for name, make in makers.items()}
@@ -93,24 +76,13 @@ def run_overhead(
     clip: Path, config: PipelineConfig, classifier: Classifier, max_frames: int = 300, repeat: int = 60
 ) -> Report:
     """Run the pipeline on `clip`, then time its kernels alone; report per-frame cost against their sum."""
-    report = Report(
-        "overhead",
-        {
-            "clip": clip.name,
-            "frames": max_frames,
-            "model": classifier.version,
-            "backend": classifier.backend,
-            "detect_every": config.detect_every,
-            "classify_every": config.scoring.classify_every,
-            "mesh_for": config.overlay.mesh_for,
-        },
-    )
+    report = Report("overhead", pipeline_settings(clip, config, classifier, max_frames))
     counting = _CountingClassifier(classifier)
     counts: Counter[str] = Counter()
     frames: list[StageTimes] = []
     walls: list[float] = []
     pipeline = StreamPipeline("bench", config, counting)
-    encoder = Vp8Encoder()
+    encode: Callable[[np.ndarray, int], object] | None = None
     cpu_before = cpu_seconds()
     try:
         with FileSource(clip, stream_id="bench", loop=True) as source:
@@ -122,17 +94,17 @@ def run_overhead(
                     frame = next(iterator)
                 result = pipeline.process(frame, times)
                 with times.measure("encode"):
-                    video_frame = av.VideoFrame.from_ndarray(frame.image, format="rgb24")
-                    video_frame.pts, video_frame.time_base = index * 3000, VIDEO_TIME_BASE
-                    encoder.encode(video_frame)
+                    if encode is None:
+                        encode = stream_encode(frame.image.shape[1], frame.image.shape[0])
+                    encode(frame.image, index)
                 walls.append(time.perf_counter() - started)
                 frames.append(times)
-                counts["detect"] += frame.index % config.detect_every == 0
+                counts["detect"] += "detect" in result.times.seconds
                 meshed = sum(wants_mesh(config.overlay, face.verdict) for face in result.faces)
-                counts["mesh"] += meshed
                 counts["draw mesh"] += meshed
                 counts["draw box"] += len(result.faces) - meshed
     finally:
+        counts["mesh"] = pipeline.mesh_runs
         pipeline.close()
     cpu = cpu_seconds() - cpu_before
     counts["decode"] = counts["encode"] = len(frames)

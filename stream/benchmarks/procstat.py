@@ -16,7 +16,7 @@ from pathlib import Path
 _TICK = float(os.sysconf("SC_CLK_TCK"))
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 _PROC = Path("/proc/self")
-_GROUPS = ("worker-", "rtsp-read-", "rtsp-watch-", "feeder-", "asyncio_", "ThreadPoolExecutor-")
+_GROUPS = ("worker-", "encoder-", "rtsp-read-", "rtsp-watch-", "feeder-", "asyncio_", "ThreadPoolExecutor-")
 """Thread name prefixes whose threads are counted together (one thread per stream or per pool slot)."""
 
 

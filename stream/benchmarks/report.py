@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import platform
@@ -10,11 +11,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from stream.benchmarks.procstat import load_average
+
+if TYPE_CHECKING:
+    from models.classifier import Classifier
+    from stream.pipeline import PipelineConfig
 
 _PACKAGES = ("tensorflow-cpu", "mediapipe", "av", "aiortc", "opencv-contrib-python", "numpy")
 
@@ -75,6 +80,13 @@ def time_calls(call: Callable[[], object], repeat: int, warmup: int = 3) -> Call
         call()
         wall.append(time.perf_counter() - started)
     return Calls(wall, time.process_time() - cpu_started)
+
+
+def time_kernel(make: Callable[[], Callable[[int], object]], repeat: int) -> Calls:
+    """Time `repeat` calls of a fresh kernel instance from `make`, each on the next input (see `calls.Call`)."""
+    call = make()
+    inputs = itertools.count()
+    return time_calls(lambda: call(next(inputs)), repeat)
 
 
 def _cell(value: object) -> str:
@@ -186,6 +198,22 @@ class Report:
 
     def write_json(self, path: Path) -> None:
         path.write_text(json.dumps(self.to_dict(), indent=2, default=str) + "\n", encoding="utf-8")
+
+
+def pipeline_settings(
+    clip: Path, config: PipelineConfig, classifier: Classifier, frames: int
+) -> dict[str, Any]:
+    """The settings of a benchmark that runs the pipeline over `frames` frames of `clip`, for its `Report`."""
+    return {
+        "clip": clip.name,
+        "frames": frames,
+        "model": classifier.version,
+        "backend": classifier.backend,
+        "detect_every": config.detect_every,
+        "mesh_every": config.mesh_every,
+        "classify_every": config.scoring.classify_every,
+        "mesh_for": config.overlay.mesh_for,
+    }
 
 
 def _loads(values: tuple[float, float, float]) -> str:

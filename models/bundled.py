@@ -1,0 +1,67 @@
+"""The face models shipped inside the mediapipe wheel, run as plain single-threaded TFLite interpreters.
+
+MediaPipe's own graphs (`mp.solutions`) run each model on a thread pool of their own and wake it for every call:
+at 30 calls a second per stream that costs more than the models themselves. The same .tflite files run in the
+calling thread by a TFLite interpreter with one thread (which releases the GIL while it runs) cost about half.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import mediapipe as mp
+import numpy as np
+
+from models.errors import ModelPackageError
+
+MODULES_DIR = Path(mp.__file__).resolve().parent / "modules"
+FACE_DETECTION_SHORT_RANGE = MODULES_DIR / "face_detection" / "face_detection_short_range.tflite"
+FACE_DETECTION_FULL_RANGE = MODULES_DIR / "face_detection" / "face_detection_full_range_sparse.tflite"
+FACE_LANDMARK = MODULES_DIR / "face_landmark" / "face_landmark.tflite"
+
+
+class BundledModel:
+    """One TFLite model with a single float32 input: `run(tensor)` returns its outputs in the model's order.
+
+    The interpreter is created on first use and freed by `close` (a later `run` creates it again), so a closed
+    stream does not hold its models' memory even while something still references it.
+    Not thread-safe: one instance per thread or stream.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._interpreter: Any = None
+        self._interpreter_for_run()  # a broken file fails here, not on the first frame
+
+    def run(self, tensor: np.ndarray) -> list[np.ndarray]:
+        """Outputs of one inference on `tensor` (float32, the model's input shape); copies, safe to keep."""
+        interpreter = self._interpreter_for_run()
+        interpreter.set_tensor(interpreter.get_input_details()[0]["index"], tensor)
+        interpreter.invoke()
+        return [interpreter.get_tensor(out["index"]) for out in interpreter.get_output_details()]
+
+    def close(self) -> None:
+        """Free the interpreter."""
+        self._interpreter = None
+
+    def _interpreter_for_run(self) -> Any:
+        if self._interpreter is None:
+            import tensorflow as tf
+
+            try:
+                interpreter = tf.lite.Interpreter(model_content=_model_bytes(self.path), num_threads=1)
+                interpreter.allocate_tensors()
+            except (OSError, ValueError, RuntimeError) as exc:
+                raise ModelPackageError(
+                    f"{self.path}: cannot load the bundled MediaPipe model ({exc})"
+                ) from exc
+            self._interpreter = interpreter
+        return self._interpreter
+
+
+@cache
+def _model_bytes(path: Path) -> bytes:
+    """The file's bytes, read once per process: every stream's interpreter shares them, no file stays open."""
+    return path.read_bytes()

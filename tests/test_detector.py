@@ -1,0 +1,122 @@
+"""BlazeFace run as a plain TFLite interpreter: the same detections as MediaPipe's own face detection graph."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import mediapipe as mp
+import numpy as np
+import pytest
+from skimage.data import astronaut
+
+from models.blazeface import FULL_RANGE, SHORT_RANGE, RawFaces, anchor_centres, weighted_nms
+from models.bundled import BundledModel
+from models.detector import DetectorConfig, FaceDetector
+from models.errors import ModelPackageError
+from models.geometry import Box, Detection
+
+SHARED_IMAGES = Path(__file__).resolve().parents[2] / "shared" / "data" / "images"
+
+
+def mediapipe_detections(image: np.ndarray, detector_range: str) -> list[Detection]:
+    """What `mp.solutions.face_detection` finds, in pixels."""
+    height, width = image.shape[:2]
+    selection = 0 if detector_range == "short" else 1
+    with mp.solutions.face_detection.FaceDetection(model_selection=selection) as graph:
+        found = graph.process(image).detections or []
+    detections = []
+    for face in found:
+        rel = face.location_data.relative_bounding_box
+        box = Box(
+            max(0.0, rel.xmin * width),
+            max(0.0, rel.ymin * height),
+            min(float(width), (rel.xmin + rel.width) * width),
+            min(float(height), (rel.ymin + rel.height) * height),
+        )
+        points = [(kp.x * width, kp.y * height) for kp in face.location_data.relative_keypoints]
+        detections.append(Detection(box, float(face.score[0]), np.array(points, dtype=np.float32)))
+    return detections
+
+
+def assert_same_detections(image: np.ndarray, detector_range: str) -> None:
+    expected = mediapipe_detections(image, detector_range)
+    with FaceDetector(DetectorConfig(range=detector_range)) as detector:  # type: ignore[arg-type]
+        found = detector.detect(image)
+    assert len(found) == len(expected) > 0
+    for face in found:
+        twin = max(expected, key=lambda other: other.box.iou(face.box))
+        assert face.box.iou(twin.box) > 0.99
+        assert face.score == pytest.approx(twin.score, abs=1e-3)
+        assert np.abs(face.keypoints - twin.keypoints).max() < 0.01 * face.box.width
+
+
+def test_anchor_layouts_match_the_models_outputs() -> None:
+    assert anchor_centres(SHORT_RANGE).shape == (896, 2)
+    assert anchor_centres(FULL_RANGE).shape == (2304, 2)
+    for spec in (SHORT_RANGE, FULL_RANGE):
+        centres = anchor_centres(spec)
+        assert ((centres > 0) & (centres < 1)).all()
+
+
+@pytest.mark.parametrize("detector_range", ["short", "full"])
+def test_astronaut_matches_mediapipe(detector_range: str) -> None:
+    assert_same_detections(astronaut(), detector_range)
+
+
+@pytest.mark.parametrize("detector_range", ["short", "full"])
+def test_wide_and_tall_frames_are_letterboxed_like_mediapipe(detector_range: str) -> None:
+    face = astronaut()[40:300, 120:380]
+    wide = np.full((300, 640, 3), 90, dtype=np.uint8)
+    wide[20:280, 360:620] = face
+    tall = np.full((640, 300, 3), 160, dtype=np.uint8)
+    tall[300:560, 20:280] = face
+    assert_same_detections(wide, detector_range)
+    assert_same_detections(tall, detector_range)
+
+
+@pytest.mark.shared_data
+@pytest.mark.parametrize(
+    ("name", "detector_range"),
+    [
+        ("kit_with_rose.jpg", "short"),
+        ("kit_with_rose.jpg", "full"),
+        ("two_people.jpg", "short"),
+        ("two_people.jpg", "full"),
+        (
+            "obama_and_biden.jpg",
+            "full",
+        ),  # small faces in a large photo: short range finds none, like MediaPipe
+    ],
+)
+def test_real_photos_match_mediapipe(name: str, detector_range: str) -> None:
+    path = SHARED_IMAGES / name
+    if not path.is_file():
+        pytest.skip(f"shared data absent: {path}")
+    image = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
+    assert_same_detections(image, detector_range)
+
+
+def test_weighted_nms_averages_each_cluster_by_score() -> None:
+    boxes = np.array([[0.1, 0.1, 0.3, 0.3], [0.12, 0.1, 0.32, 0.3], [0.6, 0.6, 0.8, 0.8]], dtype=np.float32)
+    scores = np.array([0.6, 0.9, 0.7], dtype=np.float32)
+    keypoints = np.repeat(boxes[:, None, :2], 6, axis=1)
+    kept = weighted_nms(RawFaces(boxes, scores, keypoints))
+    np.testing.assert_allclose(kept.scores, [0.9, 0.7])
+    np.testing.assert_allclose(kept.boxes[0], (boxes[0] * 0.6 + boxes[1] * 0.9) / 1.5, rtol=1e-6)
+    np.testing.assert_allclose(kept.boxes[1], boxes[2])
+    np.testing.assert_allclose(kept.keypoints[0, 0], kept.boxes[0, :2], rtol=1e-6)
+    empty = weighted_nms(RawFaces(boxes[:0], scores[:0], keypoints[:0]))
+    assert empty.boxes.shape == (0, 4) and empty.keypoints.shape == (0, 6, 2)
+
+
+def test_a_frame_without_faces_gives_nothing() -> None:
+    with FaceDetector() as detector:
+        assert detector.detect(np.full((480, 640, 3), 128, dtype=np.uint8)) == []
+
+
+def test_a_broken_model_file_is_a_clear_error(tmp_path: Path) -> None:
+    broken = tmp_path / "face_detection_short_range.tflite"
+    broken.write_bytes(b"not a flatbuffer" * 10)
+    with pytest.raises(ModelPackageError, match="cannot load the bundled MediaPipe model"):
+        BundledModel(broken)
