@@ -57,6 +57,16 @@ async def is_waiting(task: asyncio.Future[EncodedFrame]) -> bool:
     return not task.done()
 
 
+async def synced_viewer(feed: AnnotatedFeed) -> ViewerTrack:
+    """A viewer that joined and was sent the keyframe 0."""
+    track = ViewerTrack(feed)
+    first = asyncio.ensure_future(track.next_frame())
+    await is_waiting(first)
+    add(feed, KEY, 0)
+    await first
+    return track
+
+
 def test_a_new_viewer_starts_at_a_keyframe_then_takes_frames_in_order(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -81,11 +91,7 @@ def test_a_viewer_beyond_the_backlog_asks_for_a_keyframe_and_waits_for_it(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     async def scenario(feed: AnnotatedFeed, requests: list[int]) -> None:
-        track = ViewerTrack(feed)
-        first = asyncio.ensure_future(track.next_frame())
-        await is_waiting(first)
-        add(feed, KEY, 0)
-        await first
+        track = await synced_viewer(feed)
         add(feed, 1, 2, 3, 4, 5)  # frame 1 fell out of the backlog (3, 4, 5)
         waiting = asyncio.ensure_future(track.next_frame())
         assert await is_waiting(waiting) and requests == [1, 1]
@@ -100,11 +106,7 @@ def test_a_viewer_beyond_the_backlog_asks_for_a_keyframe_and_waits_for_it(
 
 def test_a_viewer_beyond_the_backlog_skips_to_a_keyframe_in_it(monkeypatch: pytest.MonkeyPatch) -> None:
     async def scenario(feed: AnnotatedFeed, requests: list[int]) -> None:
-        track = ViewerTrack(feed)
-        first = asyncio.ensure_future(track.next_frame())
-        await is_waiting(first)
-        add(feed, KEY, 0)
-        await first
+        track = await synced_viewer(feed)
         add(feed, 1, 2, KEY, 3, 4)
         assert [await sequence_of(track) for _ in range(2)] == [3, 4]
         assert track.skipped == 2 and requests == [1], "no request: a keyframe was there"
