@@ -91,6 +91,13 @@ def rtsp_server(clip: Path, path: str = "cam") -> RtspTestServer:
 
 
 @pytest.fixture(scope="module")
+def rtsp_camera(moving_face_video: tuple[Path, ClipTruth]) -> Iterator[RtspTestServer]:
+    """One RTSP server looping the one-face clip at rtsp://127.0.0.1:PORT/cam."""
+    with rtsp_server(moving_face_video[0]) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
 def rtsp_pair(
     moving_face_video: tuple[Path, ClipTruth], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[RtspTestServer, RtspTestServer]]:

@@ -7,14 +7,7 @@ that into False, `select_device("auto")` into "cpu" and `select_device("hpu")` i
 
 from __future__ import annotations
 
-import json
-import subprocess
-from pathlib import Path
-
-import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
-HPU_PYTHON = ROOT / ".venv-hpu" / "bin" / "python"
+from hpu_venv import needs_hpu_venv, run_probe
 
 PROBE = """
 import json
@@ -31,19 +24,9 @@ print("RESULT " + json.dumps(result))
 """
 
 
-@pytest.mark.skipif(not HPU_PYTHON.exists(), reason=".venv-hpu (Python 3.10 + habana-tensorflow) not built")
+@needs_hpu_venv
 def test_real_habana_package_without_driver_means_no_hpu() -> None:
-    completed = subprocess.run(
-        [str(HPU_PYTHON), "-c", PROBE],
-        cwd=ROOT,
-        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "TF_CPP_MIN_LOG_LEVEL": "3"},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert completed.returncode == 0, completed.stderr[-2000:]
-    line = next(line for line in completed.stdout.splitlines() if line.startswith("RESULT "))
-    result = json.loads(line.removeprefix("RESULT "))
+    result = run_probe(PROBE)
     assert result["hpu_available"] is False
     assert result["auto"] == "cpu"
     assert result["hpu"].startswith("DeviceError: device 'hpu' requested but no Habana Gaudi device")

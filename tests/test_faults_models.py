@@ -8,10 +8,7 @@ rules (each poll's outcome, warning once per outage, backoff) by test_reload.py.
 
 from __future__ import annotations
 
-import dataclasses
-import shutil
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,29 +17,17 @@ import s3_server
 from clips import ClipTruth
 from fault_helpers import TcpProxy, log_lines
 from live_helpers import add_camera, metric, stream, wait_for
+from package_copies import clone
 from s3_server import new_bucket
 from server_process import ServerProcess
 
-from models.manifest import MANIFEST_NAME, TFLITE_NAME, hash_tree
-from models.package import ModelPackage
+from models.manifest import TFLITE_NAME
 from models.preprocess import CropSpec
 from models.store import ModelStore, open_store
 
 POLL_SECONDS = 0.5
 s3_endpoint = s3_server.s3_endpoint  # fixtures
 aws_env = s3_server.aws_env
-
-
-def clone(base: Path, folder: Path, version: str, crop: CropSpec | None = None) -> Path:
-    """A copy of package `base` as `version` (optionally declaring another crop), checksums valid."""
-    package = folder / f"{version}-{uuid.uuid4().hex[:6]}"
-    shutil.copytree(base, package)
-    manifest = ModelPackage.load(base).manifest
-    manifest = dataclasses.replace(
-        manifest, version=version, crop=crop or manifest.crop, files=hash_tree(package)
-    )
-    (package / MANIFEST_NAME).write_text(manifest.to_json(), encoding="utf-8")
-    return package
 
 
 def served_version(server: ServerProcess) -> str:
@@ -78,7 +63,7 @@ def test_a_version_with_the_wrong_input_size_is_rejected_and_the_old_one_serves(
     """The manifest says 48x48 crops; the model takes 32x32. Checksums match: only verification catches it."""
     assert served_version(local_server) == "v1"
     local_store.publish(
-        clone(tiny_package, tmp_path, "v2-wrong-size", CropSpec(size=48)), aliases=("latest",)
+        clone(tiny_package, tmp_path, "v2-wrong-size", crop=CropSpec(size=48)), aliases=("latest",)
     )
     wait_for(lambda: rejected(local_server) == 1, 15, "v2-wrong-size rejected")
     time.sleep(4 * POLL_SECONDS)  # later polls see the same rejected version: not fetched or counted again

@@ -7,11 +7,8 @@ damage.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-import shutil
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -20,10 +17,10 @@ import numpy as np
 import pytest
 import s3_server
 import tensorflow as tf
+from package_copies import clone
 from s3_server import free_port, new_bucket, start_moto
 
 from models.errors import ModelPackageError, ModelStoreError
-from models.manifest import MANIFEST_NAME, TFLITE_NAME, hash_tree
 from models.package import ModelPackage
 from models.preprocess import CropSpec
 from models.reference import reference_face
@@ -42,22 +39,6 @@ from training.export import export_package
 SIZE = 32
 s3_endpoint = s3_server.s3_endpoint  # fixtures
 aws_env = s3_server.aws_env
-
-
-def clone(
-    base: Path, folder: Path, version: str, tflite: bytes | None = None, crop: CropSpec | None = None
-) -> Path:
-    """A copy of `base` under `version`, optionally with other TFLite bytes or crop spec; checksums valid."""
-    package = folder / f"{version}-{uuid.uuid4().hex[:6]}"
-    shutil.copytree(base, package)
-    if tflite is not None:
-        (package / TFLITE_NAME).write_bytes(tflite)
-    manifest = ModelPackage.load(base).manifest
-    manifest = dataclasses.replace(
-        manifest, version=version, crop=crop or manifest.crop, files=hash_tree(package)
-    )
-    (package / MANIFEST_NAME).write_text(manifest.to_json(), encoding="utf-8")
-    return package
 
 
 def s3_store(endpoint: str) -> ModelStore:

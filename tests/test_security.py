@@ -11,13 +11,12 @@ import asyncio
 import http.client
 import json
 from collections.abc import Iterator
-from pathlib import Path
 
+import live_helpers
 import pytest
 from browser import chromium_missing
-from clips import ClipTruth
 from live_helpers import wait_for
-from rtsp_server import RtspTestServer, free_port, gst_rtsp_missing
+from rtsp_server import RtspTestServer, free_port
 from server_process import ServerProcess
 
 from stream.config import ConfigError, load_config
@@ -25,6 +24,8 @@ from stream.config import ConfigError, load_config
 TOKEN = "tok-Secret-0123456789"
 PASSWORD, QUERY_SECRET = "hunter2pass", "hunter3tok"
 SECRETS = (PASSWORD, QUERY_SECRET, "admin:", TOKEN)
+
+rtsp_camera = live_helpers.rtsp_camera  # fixture
 
 
 @pytest.mark.parametrize("host", ["0.0.0.0", "::", "", "192.0.2.2", "example.com", "127.0.0.1.example.com"])
@@ -43,15 +44,6 @@ def test_loopback_binds_need_no_token(host: str) -> None:
 def test_weak_or_unusable_tokens_are_refused(token: str) -> None:
     with pytest.raises(ConfigError, match="token"):
         load_config(environ={"FAKEWEB_TOKEN": token})
-
-
-@pytest.fixture(scope="module")
-def rtsp_camera(moving_face_video: tuple[Path, ClipTruth]) -> Iterator[RtspTestServer]:
-    reason = gst_rtsp_missing()
-    if reason:
-        pytest.skip(reason)
-    with RtspTestServer(moving_face_video[0]) as running:
-        yield running
 
 
 @pytest.fixture(scope="module")

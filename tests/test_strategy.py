@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import resumable_job
 import tensorflow as tf
+from hpu_venv import needs_hpu_venv, run_probe
 
 from models.errors import DeviceError
 from training.strategy import (
@@ -33,9 +34,6 @@ from training.strategy import (
     make_strategy,
     tf_config,
 )
-
-ROOT = Path(__file__).resolve().parents[1]
-HPU_PYTHON = ROOT / ".venv-hpu" / "bin" / "python"
 
 
 def mpi_env(rank: int, size: int) -> dict[str, str]:
@@ -291,19 +289,9 @@ print("RESULT " + json.dumps(result))
 """
 
 
-@pytest.mark.skipif(not HPU_PYTHON.exists(), reason=".venv-hpu (Python 3.10 + habana-tensorflow) not built")
+@needs_hpu_venv
 def test_real_habana_package_without_driver_trains_on_cpu_and_refuses_hpu() -> None:
-    completed = subprocess.run(
-        [str(HPU_PYTHON), "-c", HPU_PROBE],
-        cwd=ROOT,
-        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "TF_CPP_MIN_LOG_LEVEL": "3"},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert completed.returncode == 0, completed.stderr[-2000:]
-    line = next(line for line in completed.stdout.splitlines() if line.startswith("RESULT "))
-    result = json.loads(line.removeprefix("RESULT "))
+    result = run_probe(HPU_PROBE)
     hpu = result.pop("hpu")
     assert result == {"auto": "cpu", "precision": "float32", "hpu_strategy_base": True}
     assert hpu.startswith("DeviceError: device 'hpu' requested but no Habana Gaudi device")

@@ -14,15 +14,18 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import live_helpers
 import pytest
 from browser import camera_image, chromium_args, chromium_missing, write_y4m
 from clips import ClipTruth
 from live_helpers import add_camera, samples, stream, wait_for
-from rtsp_server import RtspTestServer, gst_rtsp_missing
+from rtsp_server import RtspTestServer
 from server_process import ServerProcess
 from skimage import data
 
 pytestmark = pytest.mark.skipif(chromium_missing() is not None, reason=str(chromium_missing()))
+
+rtsp_camera = live_helpers.rtsp_camera  # fixture
 
 
 @pytest.fixture(scope="module")
@@ -90,15 +93,6 @@ def test_browser_stream_is_removed_when_the_peer_closes(server: ServerProcess) -
         pytest.fail(f"browser stream still listed: {listing}")
     _, metrics = server.request("GET", "/metrics")
     assert 'fakeweb_frames_total{outcome="processed",stream="browser"}' in metrics
-
-
-@pytest.fixture(scope="module")
-def rtsp_camera(moving_face_video: tuple[Path, ClipTruth]) -> Iterator[RtspTestServer]:
-    reason = gst_rtsp_missing()
-    if reason:
-        pytest.skip(reason)
-    with RtspTestServer(moving_face_video[0]) as running:
-        yield running
 
 
 async def _watch_camera(
