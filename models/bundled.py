@@ -33,14 +33,17 @@ class BundledModel:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._interpreter: Any = None
-        self._interpreter_for_run()  # a broken file fails here, not on the first frame
+        interpreter = self._interpreter_for_run()  # a broken file fails here, not on the first frame
+        # Tensor indices belong to the model, not the interpreter: looked up once, not per frame.
+        self._input_index: int = interpreter.get_input_details()[0]["index"]
+        self._output_indices: list[int] = [out["index"] for out in interpreter.get_output_details()]
 
     def run(self, tensor: np.ndarray) -> list[np.ndarray]:
         """Outputs of one inference on `tensor` (float32, the model's input shape); copies, safe to keep."""
         interpreter = self._interpreter_for_run()
-        interpreter.set_tensor(interpreter.get_input_details()[0]["index"], tensor)
+        interpreter.set_tensor(self._input_index, tensor)
         interpreter.invoke()
-        return [interpreter.get_tensor(out["index"]) for out in interpreter.get_output_details()]
+        return [interpreter.get_tensor(index) for index in self._output_indices]
 
     def close(self) -> None:
         """Free the interpreter."""
