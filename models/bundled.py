@@ -23,7 +23,7 @@ FACE_LANDMARK = MODULES_DIR / "face_landmark" / "face_landmark.tflite"
 
 
 class BundledModel:
-    """One TFLite model with a single float32 input: `run(tensor)` returns its outputs in the model's order.
+    """One TFLite model with a single float32 image input: `run` returns its outputs in the model's order.
 
     The interpreter is created on first use and freed by `close` (a later `run` creates it again), so a closed
     stream does not hold its models' memory even while something still references it.
@@ -38,10 +38,18 @@ class BundledModel:
         self._input_index: int = interpreter.get_input_details()[0]["index"]
         self._output_indices: list[int] = [out["index"] for out in interpreter.get_output_details()]
 
-    def run(self, tensor: np.ndarray) -> list[np.ndarray]:
-        """Outputs of one inference on `tensor` (float32, the model's input shape); copies, safe to keep."""
+    def run(self, image: np.ndarray, scale: float, offset: float = 0.0) -> list[np.ndarray]:
+        """Outputs of one inference on `image * scale + offset` (copies, safe to keep).
+
+        `image` is a uint8 array of the input's shape without the batch axis; it is converted straight into the
+        interpreter's input buffer, with no float temporaries.
+        """
         interpreter = self._interpreter_for_run()
-        interpreter.set_tensor(self._input_index, tensor)
+        tensor = interpreter.tensor(self._input_index)()[0]
+        np.multiply(image, scale, out=tensor, dtype=np.float32)
+        if offset:
+            tensor += np.float32(offset)
+        del tensor  # the interpreter refuses to run while a view of its buffers is alive
         interpreter.invoke()
         return [interpreter.get_tensor(index) for index in self._output_indices]
 

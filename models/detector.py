@@ -63,8 +63,7 @@ class FaceDetector:
             borderMode=cv2.BORDER_CONSTANT,
             borderValue=(0, 0, 0),
         )
-        tensor = (square.astype(np.float32) * (2.0 / 255.0) - 1.0)[None]
-        outputs = self._model.run(tensor)
+        outputs = self._model.run(square, 2.0 / 255.0, -1.0)
         regressors = next(out for out in outputs if out.shape[-1] == 16)
         logits = next(out for out in outputs if out.shape[-1] == 1)
         min_score = max(self.config.min_confidence, self._spec.min_score)

@@ -93,8 +93,7 @@ class FaceMesher:
         if region.side < 2:
             return None
         self.model_runs += 1
-        tensor = region.sample(image, INPUT_SIZE).astype(np.float32) * (1.0 / 255.0)
-        outputs = self._model.run(tensor[None])
+        outputs = self._model.run(region.sample(image, INPUT_SIZE), 1.0 / 255.0)
         coordinates = next(out for out in outputs if out.size == NUM_LANDMARKS * 3)
         presence_logit = float(next(out for out in outputs if out.size == 1).reshape(()))
         if 1.0 / (1.0 + np.exp(-np.clip(presence_logit, -100.0, 100.0))) < self.min_confidence:

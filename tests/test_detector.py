@@ -11,7 +11,7 @@ import pytest
 from skimage.data import astronaut
 
 from models.blazeface import FULL_RANGE, SHORT_RANGE, RawFaces, anchor_centres, weighted_nms
-from models.bundled import BundledModel
+from models.bundled import FACE_DETECTION_SHORT_RANGE, BundledModel
 from models.detector import DetectorConfig, FaceDetector
 from models.errors import ModelPackageError
 from models.geometry import Box, Detection
@@ -120,3 +120,28 @@ def test_a_broken_model_file_is_a_clear_error(tmp_path: Path) -> None:
     broken.write_bytes(b"not a flatbuffer" * 10)
     with pytest.raises(ModelPackageError, match="cannot load the bundled MediaPipe model"):
         BundledModel(broken)
+
+
+def test_bundled_model_scales_the_image_into_its_input_as_a_float_tensor_would() -> None:
+    """`run` converts in place in the interpreter's buffer; it must equal feeding the float tensor, on every
+    call, and its outputs must not change when the next call reuses the buffers."""
+    import tensorflow as tf
+
+    reference = tf.lite.Interpreter(model_path=str(FACE_DETECTION_SHORT_RANGE), num_threads=1)
+    reference.allocate_tensors()
+    model = BundledModel(FACE_DETECTION_SHORT_RANGE)
+    rng = np.random.default_rng(7)
+    images = [rng.integers(0, 256, (128, 128, 3), dtype=np.uint8) for _ in range(2)]
+    first = model.run(images[0], 2.0 / 255.0, -1.0)
+    kept = [out.copy() for out in first]
+    for image in images:
+        reference.set_tensor(
+            reference.get_input_details()[0]["index"], (image.astype(np.float32) * (2.0 / 255.0) - 1.0)[None]
+        )
+        reference.invoke()
+        expected = [reference.get_tensor(out["index"]) for out in reference.get_output_details()]
+        for got, want in zip(model.run(image, 2.0 / 255.0, -1.0), expected, strict=True):
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    for before, after in zip(first, kept, strict=True):
+        np.testing.assert_array_equal(before, after)
+    model.close()
