@@ -29,15 +29,24 @@ VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv")
 TRAINING_COMMANDS = {"train": "training.train", "eval": "training.evaluate"}
 
 
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1."""
+def _integer(text: str, minimum: int) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
     return value
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    return _integer(text, 1)
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    return _integer(text, 0)
 
 
 def open_unit_float(text: str) -> float:
@@ -280,9 +289,14 @@ def add_bench_parser(commands: Any) -> None:
     seed.add_argument("--frames", type=positive_int, default=300, help="frames to process (default 300)")
 
     overhead = add("overhead", "the pipeline's per-frame cost against the sum of its kernels")
-    overhead.add_argument("--frames", type=positive_int, default=300, help="frames to process (default 300)")
     overhead.add_argument(
-        "--repeat", type=positive_int, default=60, help="timed calls per kernel (default 60)"
+        "--frames", type=positive_int, default=600, help="measured frames to process (default 600)"
+    )
+    overhead.add_argument(
+        "--warmup", type=non_negative_int, default=30, help="untimed frames first (default 30)"
+    )
+    overhead.add_argument(
+        "--repeat", type=positive_int, default=60, help="timed calls per kernel alone (default 60)"
     )
 
     clip = benchmarks.add_parser("make-clip", help="write the built-in one-face test clip (H.264 MP4)")

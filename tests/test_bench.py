@@ -217,19 +217,39 @@ def test_seed_compares_both_designs(clip: Path, tiny_package: Path, tmp_path: Pa
 def test_overhead_sets_the_pipeline_against_its_kernels(
     clip: Path, tiny_package: Path, tmp_path: Path
 ) -> None:
-    stdout, report = bench("overhead", clip, tiny_package, tmp_path, "--frames", "20", "--repeat", "2")
+    stdout, report = bench(
+        "overhead", clip, tiny_package, tmp_path, "--frames", "20", "--warmup", "4", "--repeat", "2"
+    )
     check_header(stdout, report, "overhead")
     results = report["results"]
-    assert results["frames"] == 20
+    assert results["frames"] == 20 and report["settings"]["warmup"] == 4
     calls = results["kernel_calls"]
-    assert calls["decode"] == calls["encode"] == 20
-    assert calls["detect"] == 7  # every third frame (the default cadence): frames 0, 3, ..., 18
+    assert calls["decode"] == calls["encode"] == 20  # the warm-up frames are not counted
+    assert calls["detect"] == 6  # every third processed frame (the default cadence): 6, 9, ..., 21 of 0-23
     assert calls["mesh"] > 0 and calls["classify b1"] >= 1  # every face meshed; classified every 10 frames
-    assert set(results["kernels"]) >= {"decode", "detect", "crop", "mesh", "draw mesh", "draw box", "encode"}
-    assert set(results["overhead"]) == {"wall", "cpu"}
+    assert calls["crop"] == sum(
+        int(name[10:]) * n for name, n in calls.items() if name.startswith("classify b")
+    )
+    assert set(results["kernels"]) >= {"decode", "detect", "crop", "mesh", "encode"}
+    for key in ("overhead", "in_order_over_alone", "pipeline_over_in_order"):
+        assert set(results[key]) == {"wall", "cpu"}
+    # The three per-frame costs are consistent with the ratios reported between them.
+    alone, in_order = results["kernels_cpu_ms_per_frame"], results["in_order_cpu_ms_per_frame"]
+    measured = results["cpu_ms_per_frame"]
+    assert results["overhead"]["cpu"] == pytest.approx(measured / alone - 1, abs=1e-3)
+    assert results["in_order_over_alone"]["cpu"] == pytest.approx(in_order / alone - 1, abs=1e-3)
+    assert results["pipeline_over_in_order"]["cpu"] == pytest.approx(measured / in_order - 1, abs=1e-3)
+    threads = results["live_threads"]
+    assert threads["frames"] == threads["kernel_calls"]["decode"] == 20
+    assert 0 < threads["encoded"] == threads["kernel_calls"]["encode"] <= 20  # the encoder keeps the newest
+    assert threads["kernel_calls"]["detect"] == 6
+    assert threads["overhead_cpu"] == pytest.approx(
+        threads["cpu_ms_per_frame"] / threads["kernels_cpu_ms_per_frame"] - 1, abs=1e-3
+    )
     table = rows(report, "Pipeline per-frame cost")
-    assert list(table) == [*STAGES, "untimed glue", "total wall", "total CPU"]
-    assert "overhead over the sum of the kernels" in stdout
+    assert list(table) == [*STAGES, "untimed glue", "total wall", "total CPU", "live threads CPU"]
+    assert "overhead over the sum of the kernels alone" in stdout and "threaded as the live path" in stdout
+    assert "run in the pipeline's order" in stdout
 
 
 @pytest.mark.parametrize(

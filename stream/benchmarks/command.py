@@ -140,7 +140,7 @@ def run_benchmark(args: argparse.Namespace, load_model: LoadModel, pipeline_for:
         else:
             from stream.benchmarks.overhead import run_overhead
 
-            report = run_overhead(clip, config, classifier, args.frames, args.repeat)
+            report = run_overhead(clip, config, classifier, args.frames, args.repeat, args.warmup)
     print(report.render())
     if args.json:
         report.write_json(Path(args.json))

@@ -1,14 +1,21 @@
-"""The pipeline's measured per-frame cost against the sum of its kernels' costs.
+"""The pipeline's measured per-frame cost against the sum of its kernels' costs, and where the difference lies.
 
-First each kernel the pipeline uses is timed alone (as in `kernels`). Then one stream runs unpaced through
-`StreamPipeline` on this thread, decoding as FileSource does and publishing and VP8-encoding each frame as the
-live path does, and the run counts how often each kernel ran (detector runs, faces cropped, classifier calls by
-batch size, FaceMesh inferences, faces drawn with a mesh or a box). The expected cost of a frame is the sum of those
-counts times the kernels' times; overhead is the measured wall time per frame over that sum, minus one.
+One stream runs unpaced through `StreamPipeline` twice, each time after `warmup` untimed frames (the kernels
+alone are timed warm too): on this thread, decoding as FileSource does and publishing and VP8-encoding each frame
+as the live path does; then threaded as the live path runs it (`threaded.run_threaded`: decode thread, worker,
+the stream's encoder thread; process CPU time of all threads). The runs record which kernels each frame ran
+(detector runs, faces cropped, classifier calls by batch size, FaceMesh inferences, faces drawn with a mesh or a
+box, frames encoded). Then, without the pipeline:
+- alone: each kernel is timed back to back (as in `kernels`); the expected cost of a frame is the sum of the
+  recorded counts times these times, and overhead is the measured cost over that sum, minus one;
+- in order: the same kernel instances replay the one-thread run's calls frame by frame, in the pipeline's
+  order. Against "alone" this is what running several kernels in turn costs by itself; against it, the
+  pipeline's own cost (its Python, copies and hand-offs) is what is left.
 """
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
@@ -29,148 +36,301 @@ from stream.benchmarks.calls import (
 )
 from stream.benchmarks.procstat import cpu_seconds
 from stream.benchmarks.report import Report, Table, pipeline_settings, time_kernel
+from stream.benchmarks.threaded import run_threaded
 from stream.file_source import FileSource
-from stream.overlay import wants_mesh
-from stream.pipeline import PipelineConfig, StreamPipeline
+from stream.overlay import OverlayConfig, wants_mesh
+from stream.pipeline import FrameResult, PipelineConfig, StreamPipeline
 from stream.timing import StageTimes
 
 _COMPONENTS = ("decode", "detect", "track", "crop", "classify", "mesh", "draw", "encode")
 
 
 class _CountingClassifier:
-    """The classifier's predict, counting calls by batch size."""
+    """The classifier's predict, recording the batch size of each call."""
 
     def __init__(self, classifier: Classifier) -> None:
         self._predict = classifier.predict
-        self.batches: Counter[int] = Counter()
+        self.batches: list[int] = []
 
     def __call__(self, crops: np.ndarray) -> np.ndarray:
-        self.batches[len(crops)] += 1
+        self.batches.append(len(crops))
         return self._predict(crops)
 
 
 @dataclass(frozen=True)
 class Cost:
-    """One kernel call: mean wall ms and process CPU ms."""
+    """Wall ms and process CPU ms: of one kernel call, or of one frame."""
 
     wall: float
     cpu: float
 
 
 def kernel_cost(make: Callable[[], Call], repeat: int) -> Cost:
-    """The cost of one call of a fresh kernel instance."""
+    """The cost of one call of a fresh kernel instance, back to back with itself."""
     calls = time_kernel(make, repeat)
     return Cost(calls.timing.mean, calls.cpu_ms)
 
 
-def _kernel_costs(
-    inputs: Inputs, config: PipelineConfig, classifier: Classifier, batches: set[int], repeat: int
-) -> dict[str, Cost]:
-    makers = pipeline_kernels(inputs, config.detector, config.crop)
-    for batch in sorted(batches):
-        makers[f"classify b{batch}"] = partial(make_classify, classifier, inputs, batch)
-    return {name: kernel_cost(make, repeat) for name, make in makers.items()}
+@dataclass
+class PipelineRun:
+    """One measured run of the pipeline: per frame its wall seconds, stage times and kernel calls in order."""
+
+    walls: list[float]
+    stages: list[StageTimes]
+    calls: list[list[str]]
+    cpu_seconds: float
+
+    @property
+    def frames(self) -> int:
+        return len(self.walls)
+
+    def counts(self) -> Counter[str]:
+        return Counter(name for frame in self.calls for name in frame)
 
 
-def run_overhead(
-    clip: Path, config: PipelineConfig, classifier: Classifier, max_frames: int = 300, repeat: int = 60
-) -> Report:
-    """Run the pipeline on `clip`, then time its kernels alone; report per-frame cost against their sum."""
-    report = Report("overhead", pipeline_settings(clip, config, classifier, max_frames))
+class _CallRecorder:
+    """The kernels each processed frame ran between decode and encode, in the pipeline's order, read from the
+    pipeline and its counting classifier right after the frame."""
+
+    def __init__(
+        self, pipeline: StreamPipeline, counting: _CountingClassifier, overlay: OverlayConfig
+    ) -> None:
+        self._pipeline, self._counting, self._overlay = pipeline, counting, overlay
+        self._mesh_runs = pipeline.mesh_runs
+
+    def __call__(self, result: FrameResult) -> list[str]:
+        mesh_runs, self._mesh_runs = self._pipeline.mesh_runs - self._mesh_runs, self._pipeline.mesh_runs
+        batches = list(self._counting.batches)
+        self._counting.batches.clear()
+        meshed = sum(wants_mesh(self._overlay, face.verdict) for face in result.faces)
+        return [
+            *(["detect"] if "detect" in result.times.seconds else []),
+            *(["crop"] * sum(batches)),
+            *(f"classify b{batch}" for batch in batches),
+            *(["mesh"] * mesh_runs),
+            *(["draw mesh"] * meshed),
+            *(["draw box"] * (len(result.faces) - meshed)),
+        ]
+
+
+def run_pipeline(
+    clip: Path, config: PipelineConfig, classifier: Classifier, frames: int, warmup: int
+) -> PipelineRun:
+    """`warmup` untimed frames, then `frames` measured ones, through the pipeline, publish and encode."""
     counting = _CountingClassifier(classifier)
-    counts: Counter[str] = Counter()
-    frames: list[StageTimes] = []
-    walls: list[float] = []
     pipeline = StreamPipeline("bench", config, counting)
-    encode: Callable[[np.ndarray, int], object] | None = None
-    cpu_before = cpu_seconds()
+    record = _CallRecorder(pipeline, counting, config.overlay)
+    run = PipelineRun([], [], [], 0.0)
     try:
         with FileSource(clip, stream_id="bench", loop=True) as source:
+            encode = stream_encode(source.width, source.height)
             iterator = source.frames()
-            for index in range(max_frames):
+
+            def step(index: int, into: PipelineRun) -> None:
                 times = StageTimes()
                 started = time.perf_counter()
                 with times.measure("decode"):
                     frame = next(iterator)
                 result = pipeline.process(frame, times)
                 with times.measure("encode"):
-                    if encode is None:
-                        encode = stream_encode(frame.image.shape[1], frame.image.shape[0])
                     encode(frame.image, index)
-                walls.append(time.perf_counter() - started)
-                frames.append(times)
-                counts["detect"] += "detect" in result.times.seconds
-                meshed = sum(wants_mesh(config.overlay, face.verdict) for face in result.faces)
-                counts["draw mesh"] += meshed
-                counts["draw box"] += len(result.faces) - meshed
+                into.walls.append(time.perf_counter() - started)
+                into.stages.append(times)
+                into.calls.append(["decode", *record(result), "encode"])
+
+            for index in range(warmup):
+                step(index, PipelineRun([], [], [], 0.0))
+            cpu_before = cpu_seconds()
+            for index in range(warmup, warmup + frames):
+                step(index, run)
+            run.cpu_seconds = cpu_seconds() - cpu_before
     finally:
-        counts["mesh"] = pipeline.mesh_runs
         pipeline.close()
-    cpu = cpu_seconds() - cpu_before
-    counts["decode"] = counts["encode"] = len(frames)
-    for batch, calls in counting.batches.items():
-        counts[f"classify b{batch}"] = calls
-        counts["crop"] += batch * calls
-    inputs = load_inputs(clip, 60, config.crop)
-    costs = _kernel_costs(inputs, config, classifier, set(counting.batches), repeat)
-    n = len(frames)
-    wall = 1000.0 * sum(walls) / n
-    expected_wall = sum(counts[name] * cost.wall for name, cost in costs.items()) / n
-    expected_cpu = sum(counts[name] * cost.cpu for name, cost in costs.items()) / n
-    overhead = {"wall": wall / expected_wall - 1.0, "cpu": 1000.0 * cpu / n / expected_cpu - 1.0}
-    report.tables.append(_table(frames, walls, counts, costs, 1000.0 * cpu / n))
-    report.tables[0].notes.insert(
-        0,
-        f"overhead over the sum of the kernels (target <= 15 %): wall {100 * overhead['wall']:.1f} %,"
-        f" CPU {100 * overhead['cpu']:.1f} % ({1000.0 * cpu / n:.2f} ms measured, {expected_cpu:.2f} ms kernels).",
+    return run
+
+
+def run_live_threads(
+    clip: Path, config: PipelineConfig, classifier: Classifier, frames: int, warmup: int
+) -> tuple[Counter[str], float]:
+    """The kernel calls and process CPU seconds of `frames` frames after `warmup`, threaded as the live path
+    (decode thread, worker, the stream's encoder thread: `threaded.run_threaded`)."""
+    counting = _CountingClassifier(classifier)
+    pipeline = StreamPipeline("bench", config, counting)
+    record = _CallRecorder(pipeline, counting, config.overlay)
+    counts: Counter[str] = Counter()
+
+    def on_processed(result: FrameResult) -> None:
+        calls = record(result)
+        if result.index >= warmup:
+            counts.update(calls)
+
+    try:
+        run = run_threaded(clip, frames, pipeline, warmup, on_processed)
+    finally:
+        pipeline.close()
+    counts["decode"], counts["encode"] = run.processed, len(run.delivered)
+    return counts, run.cpu_seconds
+
+
+def replay_in_order(
+    calls: list[list[str]], makers: dict[str, Callable[[], Call]]
+) -> tuple[Cost, dict[str, float]]:
+    """The recorded calls run by fresh kernel instances, frame by frame: the cost per frame, and the wall ms
+    per frame of each kernel."""
+    instances = {name: make() for name, make in makers.items()}
+    for instance in instances.values():
+        instance(0)
+    inputs: dict[str, itertools.count[int]] = defaultdict(partial(itertools.count, 1))
+    wall_by: dict[str, float] = defaultdict(float)
+    cpu_before, started = cpu_seconds(), time.perf_counter()
+    for frame in calls:
+        for name in frame:
+            call_started = time.perf_counter()
+            instances[name](next(inputs[name]))
+            wall_by[name] += time.perf_counter() - call_started
+    wall, cpu = time.perf_counter() - started, cpu_seconds() - cpu_before
+    n = len(calls)
+    return Cost(1000.0 * wall / n, 1000.0 * cpu / n), {name: 1000.0 * s / n for name, s in wall_by.items()}
+
+
+def _kernel_makers(
+    inputs: Inputs, config: PipelineConfig, classifier: Classifier, counts: Counter[str]
+) -> dict[str, Callable[[], Call]]:
+    makers = pipeline_kernels(inputs, config.detector, config.crop)
+    for name in counts:
+        if name.startswith("classify b"):
+            makers[name] = partial(make_classify, classifier, inputs, int(name.removeprefix("classify b")))
+    return makers
+
+
+def _percent(measured: float, baseline: float) -> float:
+    return measured / baseline - 1.0
+
+
+def run_overhead(
+    clip: Path,
+    config: PipelineConfig,
+    classifier: Classifier,
+    max_frames: int = 600,
+    repeat: int = 60,
+    warmup: int = 30,
+) -> Report:
+    """Run the pipeline on `clip` on one thread and threaded as live, then its kernels alone and in the
+    pipeline's order; report the costs per frame and the overheads between them."""
+    report = Report("overhead", {**pipeline_settings(clip, config, classifier, max_frames), "warmup": warmup})
+    run = run_pipeline(clip, config, classifier, max_frames, warmup)
+    counts = run.counts()
+    threads_counts, threads_cpu = run_live_threads(clip, config, classifier, max_frames, warmup)
+    n = run.frames
+    makers = _kernel_makers(load_inputs(clip, 60, config.crop), config, classifier, counts + threads_counts)
+    alone = {name: kernel_cost(makers[name], repeat) for name in counts + threads_counts}
+    in_order, in_order_by = replay_in_order(run.calls, makers)
+    summed = Cost(
+        sum(counts[name] * cost.wall for name, cost in alone.items()) / n,
+        sum(counts[name] * cost.cpu for name, cost in alone.items()) / n,
     )
+    measured = Cost(1000.0 * sum(run.walls) / n, 1000.0 * run.cpu_seconds / n)
+    threads_n = threads_counts["decode"]
+    threads_summed = sum(threads_counts[name] * cost.cpu for name, cost in alone.items()) / threads_n
+    threads_measured = 1000.0 * threads_cpu / threads_n
+    threads_overhead = _percent(threads_measured, threads_summed)
+    overhead = {"wall": _percent(measured.wall, summed.wall), "cpu": _percent(measured.cpu, summed.cpu)}
+    in_order_over_alone = {
+        "wall": _percent(in_order.wall, summed.wall),
+        "cpu": _percent(in_order.cpu, summed.cpu),
+    }
+    pipeline_over_in_order = {
+        "wall": _percent(measured.wall, in_order.wall),
+        "cpu": _percent(measured.cpu, in_order.cpu),
+    }
+    table = _table(run, counts, alone, in_order_by, (summed, in_order, measured))
+    table.add("live threads CPU", None, threads_summed, None, threads_measured, None)
+    table.notes[:0] = [
+        "overhead over the sum of the kernels alone (target <= 15 %):"
+        f" threaded as the live path, CPU {100 * threads_overhead:.1f} %"
+        f" ({threads_measured:.2f} ms measured, {threads_summed:.2f} ms kernels);"
+        f" on one thread, wall {100 * overhead['wall']:.1f} %, CPU {100 * overhead['cpu']:.1f} %"
+        f" ({measured.cpu:.2f} ms measured, {summed.cpu:.2f} ms kernels).",
+        f"of which the kernels themselves, run in the pipeline's order: CPU {100 * in_order_over_alone['cpu']:.1f} %"
+        f" over alone ({in_order.cpu:.2f} ms); the pipeline over them in that order: CPU"
+        f" {100 * pipeline_over_in_order['cpu']:.1f} %, wall {100 * pipeline_over_in_order['wall']:.1f} %.",
+    ]
+    report.tables.append(table)
     report.results = {
         "kernels": {
-            name: {"wall_ms": round(c.wall, 3), "cpu_ms": round(c.cpu, 3)} for name, c in costs.items()
+            name: {"wall_ms": round(c.wall, 3), "cpu_ms": round(c.cpu, 3)} for name, c in alone.items()
         },
         "kernel_calls": dict(counts),
         "frames": n,
-        "wall_ms_per_frame": round(wall, 3),
-        "cpu_ms_per_frame": round(1000.0 * cpu / n, 3),
-        "kernels_wall_ms_per_frame": round(expected_wall, 3),
-        "kernels_cpu_ms_per_frame": round(expected_cpu, 3),
-        "overhead": {key: round(value, 4) for key, value in overhead.items()},
+        "wall_ms_per_frame": round(measured.wall, 3),
+        "cpu_ms_per_frame": round(measured.cpu, 3),
+        "kernels_wall_ms_per_frame": round(summed.wall, 3),
+        "kernels_cpu_ms_per_frame": round(summed.cpu, 3),
+        "in_order_wall_ms_per_frame": round(in_order.wall, 3),
+        "in_order_cpu_ms_per_frame": round(in_order.cpu, 3),
+        "overhead": _rounded(overhead),
+        "in_order_over_alone": _rounded(in_order_over_alone),
+        "pipeline_over_in_order": _rounded(pipeline_over_in_order),
+        "live_threads": {
+            "frames": threads_n,
+            "encoded": threads_counts["encode"],
+            "kernel_calls": dict(threads_counts),
+            "cpu_ms_per_frame": round(threads_measured, 3),
+            "kernels_cpu_ms_per_frame": round(threads_summed, 3),
+            "overhead_cpu": round(threads_overhead, 4),
+        },
     }
     return report.finish()
 
 
+def _rounded(values: dict[str, float]) -> dict[str, float]:
+    return {key: round(value, 4) for key, value in values.items()}
+
+
 def _table(
-    frames: list[StageTimes], walls: list[float], counts: Counter[str], costs: dict[str, Cost], cpu_ms: float
+    run: PipelineRun,
+    counts: Counter[str],
+    alone: dict[str, Cost],
+    in_order_by: dict[str, float],
+    totals: tuple[Cost, Cost, Cost],
 ) -> Table:
-    """Per component: kernel calls per frame, the kernels' wall and CPU ms, the pipeline stage's wall ms."""
-    n = len(frames)
+    """Per component: kernel calls per frame, wall ms per frame alone, in the pipeline's order and in the
+    pipeline (its stage), and the kernels' CPU ms alone; then the totals."""
+    n = run.frames
     table = Table(
-        f"Pipeline per-frame cost against the sum of its kernels ({n} frames, ms per frame)",
-        ["component", "calls/frame", "kernels ms", "pipeline ms", "difference", "kernels CPU ms"],
+        f"Pipeline per-frame cost against its kernels ({n} frames, ms per frame)",
+        ["component", "calls/frame", "alone ms", "in order ms", "pipeline ms", "alone CPU ms"],
     )
     wall_by: dict[str, float] = defaultdict(float)
     cpu_by: dict[str, float] = defaultdict(float)
     calls_by: dict[str, float] = defaultdict(float)
-    for name, cost in costs.items():
+    order_by: dict[str, float] = defaultdict(float)
+    for name, cost in alone.items():
         component = name.split(" ")[0]
         wall_by[component] += counts[name] * cost.wall / n
         cpu_by[component] += counts[name] * cost.cpu / n
         calls_by[component] += counts[name] / n
+        order_by[component] += in_order_by.get(name, 0.0)
     stages_total = 0.0
     for component in _COMPONENTS:
-        measured = float(np.mean([times.seconds.get(component, 0.0) for times in frames])) * 1000.0
+        measured = float(np.mean([times.seconds.get(component, 0.0) for times in run.stages])) * 1000.0
         stages_total += measured
-        expected = wall_by[component]
-        table.add(component, calls_by[component], expected, measured, measured - expected, cpu_by[component])
-    wall = 1000.0 * sum(walls) / n
-    table.add("untimed glue", None, 0.0, wall - stages_total, wall - stages_total, 0.0)
-    expected_wall, expected_cpu = sum(wall_by.values()), sum(cpu_by.values())
-    table.add("total wall", None, expected_wall, wall, wall - expected_wall, None)
-    table.add("total CPU", None, None, cpu_ms, cpu_ms - expected_cpu, expected_cpu)
+        table.add(
+            component,
+            calls_by[component],
+            wall_by[component],
+            order_by[component],
+            measured,
+            cpu_by[component],
+        )
+    summed, in_order, measured_total = totals
+    table.add("untimed glue", None, 0.0, 0.0, measured_total.wall - stages_total, 0.0)
+    table.add("total wall", None, summed.wall, in_order.wall, measured_total.wall, None)
+    table.add("total CPU", None, summed.cpu, in_order.cpu, measured_total.cpu, None)
     table.notes.append(
         "classify kernels by batch size: "
         + ", ".join(
-            f"{name[9:]} {cost.wall:.2f} ms" for name, cost in costs.items() if name.startswith("classify")
+            f"{name[9:]} {cost.wall:.2f} ms" for name, cost in alone.items() if name.startswith("classify")
         )
     )
     return table

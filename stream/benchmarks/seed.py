@@ -2,19 +2,16 @@
 
 Each design runs one stream, unpaced, as it is built. The seed design does everything on one thread: decode
 (PyAV, as FileSource), process, encode for one viewer with aiortc's VP8 encoder from the RGB frame. Ours runs as
-the live path does: decoding on a thread of its own, the pipeline on the worker thread (calling the classifier
-directly), and the annotated frame published as yuv420p to the stream's `StreamEncoder`, which encodes the newest
-frame on its own thread; frames/s counts encoded (delivered) frames. Frames per CPU-second compares the designs
+the live path does (`threaded.run_threaded`: decode thread, worker, the stream's encoder thread, the classifier
+called directly); frames/s counts encoded (delivered) frames. Frames per CPU-second compares the designs
 without the threads.
 """
 
 from __future__ import annotations
 
-import queue
-import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import av
@@ -25,8 +22,7 @@ from models.classifier import Classifier
 from stream.baseline import SeedPipeline
 from stream.benchmarks.calls import VIDEO_TIME_BASE
 from stream.benchmarks.report import Report, Table, pipeline_settings
-from stream.encoder import EncodedFrame, StreamEncoder
-from stream.feed import yuv420p_frame
+from stream.benchmarks.threaded import run_threaded
 from stream.file_source import FileSource
 from stream.frames import Frame
 from stream.pipeline import PipelineConfig, StreamPipeline
@@ -105,67 +101,6 @@ def run_design(name: str, clip: Path, max_frames: int, process: ProcessFn) -> De
     return DesignResult(name, frames, wall, cpu, faces)
 
 
-def run_live_design(clip: Path, max_frames: int, pipeline: StreamPipeline) -> DesignResult:
-    """Our design on up to `max_frames` frames of `clip` (looped), threaded as the live path: see the module doc.
-
-    The decode thread hands frames over a two-frame queue and waits when it is full (a file, unlike a camera,
-    can wait), so every frame is processed; the encoder keeps the newest frame, as live.
-    """
-    handoff: queue.Queue[tuple[Frame, StageTimes] | None] = queue.Queue(maxsize=2)
-    stop = threading.Event()
-
-    def decode() -> None:
-        with FileSource(clip, stream_id="fakeweb", loop=True) as source:
-            iterator = source.frames()
-            for index in range(max_frames):
-                times = StageTimes()
-                with times.measure("decode"):
-                    frame = replace(next(iterator), index=index)
-                while not stop.is_set():
-                    try:
-                        handoff.put((frame, times), timeout=0.5)
-                        break
-                    except queue.Full:
-                        continue
-        handoff.put(None)
-
-    pending: dict[int, StageTimes] = {}
-    delivered: list[StageTimes] = []
-    encode_seconds: list[float] = []
-
-    def on_frame(encoded: EncodedFrame) -> None:  # on the encoder thread, right after `on_encode`
-        times = pending.pop(int(encoded.capture_time))
-        times.add("encode", encode_seconds[-1])
-        delivered.append(times)
-
-    encoder = StreamEncoder("fakeweb", on_frame, on_encode=encode_seconds.append)
-    decoder = threading.Thread(target=decode, name="bench-decode", daemon=True)
-    faces = processed = 0
-    started, cpu_started = time.perf_counter(), time.process_time()
-    encoder.start()
-    decoder.start()
-    try:
-        while (item := handoff.get()) is not None:
-            frame, times = item
-            faces += len(pipeline.process(frame, times).faces)
-            with times.measure(
-                "encode"
-            ):  # the conversion to yuv420p on the worker; the encoder adds its time
-                published = yuv420p_frame(frame.image)
-            pending[frame.index] = times
-            encoder.submit(published, float(frame.index))  # the index rides as the capture time
-            processed += 1
-        deadline = time.monotonic() + 10.0  # a frame the encoder failed on is neither encoded nor dropped
-        while encoder.stats.frames + encoder.dropped < processed and time.monotonic() < deadline:
-            time.sleep(0.001)
-        wall, cpu = time.perf_counter() - started, time.process_time() - cpu_started
-    finally:
-        stop.set()
-        encoder.close()
-        decoder.join()
-    return DesignResult("fakeweb", delivered, wall, cpu, faces, dropped=encoder.dropped)
-
-
 def stage_table(results: list[DesignResult], title: str) -> Table:
     """Mean and p95 ms per frame for each stage of each design; totals, frames/s and faces."""
     columns = ["stage"]
@@ -188,7 +123,10 @@ def run_seed(clip: Path, config: PipelineConfig, classifier: Classifier, max_fra
     report = Report("seed", pipeline_settings(clip, config, classifier, max_frames))
     pipeline = StreamPipeline("bench", config, classifier.predict)
     try:
-        ours = run_live_design(clip, max_frames, pipeline)
+        run = run_threaded(clip, max_frames, pipeline)
+        ours = DesignResult(
+            "fakeweb", run.delivered, run.wall_seconds, run.cpu_seconds, run.faces, run.dropped
+        )
     finally:
         pipeline.close()
     seed = SeedPipeline(classifier.package, classifier.package.manifest.threshold)
