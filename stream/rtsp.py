@@ -409,7 +409,6 @@ class RtspCamera:
             )
         except Exception as error:  # refused, timed out, not a video: all mean retry later
             return _describe(error)
-        stream.thread_type = "SLICE"  # frame threading would hold back a frame per thread: latency
         opened = self._clock()
         pace = _Pace(stream.average_rate) if self._is_file else None
         try:

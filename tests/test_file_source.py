@@ -190,3 +190,14 @@ def test_shared_talking_head_decodes_every_frame(shared_data: Path) -> None:
     # 266 packets, but the MP4 edit list drops the first 57: the duration-based estimate is exact here.
     assert len(frames) == source.frame_count == 209
     assert frames[-1].seconds == pytest.approx(208 * 1001 / 30000)
+
+
+def test_every_packet_gives_its_frame_at_once(moving_face_video: tuple[Path, ClipTruth]) -> None:
+    """No frame is held back by the decoder (frame threading would hold back two): live sources need that."""
+    container, stream = open_video(moving_face_video[0])
+    try:
+        packets = [packet for packet in container.demux(stream) if packet.size][:10]
+        frames_after_each = [len(stream.decode(packet)) for packet in packets]
+    finally:
+        container.close()
+    assert frames_after_each == [1] * len(packets)
