@@ -18,6 +18,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from stream.affinity import runs_as
 from stream.reload import ModelHolder
 
 logger = logging.getLogger(__name__)
@@ -107,7 +108,9 @@ class ClassifierBatcher:
         with self._lock:
             if self._thread is not None or self._closed:
                 raise RuntimeError("a ClassifierBatcher can be started only once")
-            self._thread = threading.Thread(target=self._run, name="classifier-batcher", daemon=True)
+            self._thread = threading.Thread(
+                target=runs_as("model", self._run), name="classifier-batcher", daemon=True
+            )
             self._accepting = True
             self._thread.start()
 

@@ -27,6 +27,7 @@ VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv")
 # `train` and `eval` live in the training package; the CLI is the one place that reaches both sides, and it
 # imports training lazily so serving never loads it.
 TRAINING_COMMANDS = {"train": "training.train", "eval": "training.evaluate"}
+PIN_THREADS_HELP = "pin the workers to half the CPUs and the decoders and encoders to the rest"
 
 
 def _integer(text: str, minimum: int) -> int:
@@ -185,6 +186,7 @@ def _serve(args: argparse.Namespace) -> int:
         "backend": args.backend,
         "threads": args.threads,
         "loopback_ice": True if args.loopback_ice else None,
+        "pin_threads": True if args.pin_threads else None,
         "max_streams": args.max_streams,
         "max_viewers": args.max_viewers,
         "model_poll_seconds": args.model_poll_seconds,
@@ -216,6 +218,7 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="offer 127.0.0.1 as the ICE host address (loopback-only hosts)",
     )
+    parser.add_argument("--pin-threads", action="store_true", help=PIN_THREADS_HELP)
 
 
 def positive_float(text: str) -> float:
@@ -278,6 +281,7 @@ def add_bench_parser(commands: Any) -> None:
         "--window", type=positive_float, default=10.0, help="seconds per over-time row (default 10)"
     )
     live.add_argument("--batch-max-size", type=positive_int, default=16, help="batcher batch (default 16)")
+    live.add_argument("--pin-threads", action="store_true", help=PIN_THREADS_HELP)
     live.add_argument("--batch-max-wait-ms", type=float, default=4.0, help="batcher wait (default 4 ms)")
     live.add_argument(
         "--switch-interval-ms",

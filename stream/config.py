@@ -64,6 +64,8 @@ class ServiceConfig:
     """A WebRTC peer that has not connected this long after its answer is closed, freeing its slot."""
     video_bitrate_kbps: int = 1000
     """The VP8 bitrate of each stream's annotated video, encoded once for all its viewers (no per-viewer adaptation)."""
+    pin_threads: bool = False
+    """Pin the workers and batcher to half the CPUs and the decoders and encoders to the rest (`stream.affinity`)."""
 
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536:

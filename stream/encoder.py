@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import av
 from av.video.codeccontext import VideoCodecContext
 
+from stream.affinity import runs_as
 from stream.latest import LatestSlot, SlotClosed
 
 logger = logging.getLogger(__name__)
@@ -113,7 +114,9 @@ class StreamEncoder:
         self._clock = clock
         self._slot: LatestSlot[tuple[av.VideoFrame, float]] = LatestSlot()
         self._keyframe_wanted = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"encoder-{name}", daemon=True)
+        self._thread = threading.Thread(
+            target=runs_as("codec", self._run), name=f"encoder-{name}", daemon=True
+        )
         self._codec: VideoCodecContext | None = None
         self._origin: float | None = None
         self._last_pts = -1

@@ -40,6 +40,7 @@ import cv2
 import numpy as np
 
 from models.errors import InputError
+from stream.affinity import runs_as
 from stream.file_source import open_video
 from stream.frames import Frame
 from stream.timing import StageTimes
@@ -341,7 +342,9 @@ class RtspCamera:
         with self._lock:
             self._set_state(CameraState.CONNECTING, f"connecting to {self.display_url}")
         self._threads = [
-            threading.Thread(target=self._read_forever, name=f"rtsp-read-{self.camera_id}", daemon=True),
+            threading.Thread(
+                target=runs_as("codec", self._read_forever), name=f"rtsp-read-{self.camera_id}", daemon=True
+            ),
             threading.Thread(target=self._watch, name=f"rtsp-watch-{self.camera_id}", daemon=True),
         ]
         for thread in self._threads:

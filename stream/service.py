@@ -24,6 +24,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from models.detector import DetectorConfig
 from models.errors import FakewebError
+from stream.affinity import CpuSplit, pin_threads
 from stream.batcher import ClassifierBatcher
 from stream.cameras import Camera, CameraList
 from stream.config import ServiceConfig
@@ -152,6 +153,20 @@ async def _close_quietly(peer: RTCPeerConnection) -> None:
             continue
 
 
+def _pin_threads() -> None:
+    """Pin the service's threads by role over the CPUs this process may use (`pin_threads` setting)."""
+    split = CpuSplit.of(os.sched_getaffinity(0))
+    if split is None:
+        logger.warning("pin_threads needs two or more CPUs; threads are not pinned")
+        return
+    logger.info(
+        "pinning workers to CPUs %s, decoders and encoders to CPUs %s",
+        sorted(split.model),
+        sorted(split.codec),
+    )
+    pin_threads(split)
+
+
 def face_json(face: Any) -> dict[str, Any]:
     return {
         "track_id": face.track_id,
@@ -193,6 +208,8 @@ class LiveService:
     # -- lifecycle ---------------------------------------------------------------------------------------------
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        if self.config.pin_threads:
+            _pin_threads()
         self.batcher.start()
         cameras = self.cameras.all()
         if len(cameras) > self.config.max_streams:
@@ -222,6 +239,8 @@ class LiveService:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self.batcher.stop()
+        if self.config.pin_threads:
+            pin_threads(None)
 
     @property
     def ready(self) -> bool:

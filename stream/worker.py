@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from stream.affinity import runs_as
 from stream.frames import Frame
 from stream.latest import LatestSlot, SlotClosed
 from stream.pipeline import FaceResult, FrameResult, StreamPipeline
@@ -104,7 +105,9 @@ class StreamWorker:
         self.stream_id = pipeline.stream_id
         self._on_output = on_output
         self._slot: LatestSlot[FrameInput] = LatestSlot()
-        self._thread = threading.Thread(target=self._run, name=f"worker-{self.stream_id}", daemon=True)
+        self._thread = threading.Thread(
+            target=runs_as("model", self._run), name=f"worker-{self.stream_id}", daemon=True
+        )
         self.stats = StreamStats()
 
     def start(self) -> None:

@@ -93,6 +93,7 @@ def _live(args: argparse.Namespace, clip: Path | None) -> Report:
         mesh_for=args.mesh_for,
         batch_max_size=args.batch_max_size,
         batch_max_wait_ms=args.batch_max_wait_ms,
+        pin_threads=args.pin_threads,
     )
     rtsp = tuple(args.rtsp or ())
     settings = LiveSettings(

@@ -30,6 +30,7 @@ import numpy as np
 from aiortc.codecs.vpx import Vp8Encoder
 from aiortc.mediastreams import MediaStreamError
 
+from stream.affinity import runs_as
 from stream.benchmarks.histogram import Histogram
 from stream.benchmarks.procstat import ProcessSampler, Sample, thread_cpu_seconds
 from stream.benchmarks.report import Report, Table
@@ -135,7 +136,9 @@ class FileFeeder:
         self._delay = delay
         self._stopping = threading.Event()
         self.frames = 0
-        self._thread = threading.Thread(target=self._run, name=f"feeder-{stream_id}", daemon=True)
+        self._thread = threading.Thread(
+            target=runs_as("codec", self._run), name=f"feeder-{stream_id}", daemon=True
+        )
 
     def start(self) -> None:
         self._thread.start()

@@ -1,9 +1,10 @@
 """The pipeline's measured per-frame cost against the sum of its kernels' costs, and where the difference lies.
 
-One stream runs unpaced through `StreamPipeline` twice, each time after `warmup` untimed frames (the kernels
-alone are timed warm too): on this thread, decoding as FileSource does and publishing and VP8-encoding each frame
-as the live path does; then threaded as the live path runs it (`threaded.run_threaded`: decode thread, worker,
-the stream's encoder thread; process CPU time of all threads). The runs record which kernels each frame ran
+One stream runs unpaced through `StreamPipeline`, each time after `warmup` untimed frames (the kernels alone are
+timed warm too): on this thread, decoding as FileSource does and publishing and VP8-encoding each frame as the
+live path does; then threaded as the live path runs it (`threaded.run_threaded`: decode thread, worker, the
+stream's encoder thread; process CPU time of all threads), without and, given two CPUs, with the threads pinned
+by role as `pin_threads` pins the service's (`stream.affinity`). The runs record which kernels each frame ran
 (detector runs, faces cropped, classifier calls by batch size, FaceMesh inferences, faces drawn with a mesh or a
 box, frames encoded). Then, without the pipeline:
 - alone: each kernel is timed back to back (as in `kernels`); the expected cost of a frame is the sum of the
@@ -16,16 +17,19 @@ box, frames encoded). Then, without the pipeline:
 from __future__ import annotations
 
 import itertools
+import os
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from models.classifier import Classifier
+from stream.affinity import CpuSplit, pin_threads
 from stream.benchmarks.calls import (
     Call,
     Inputs,
@@ -150,10 +154,15 @@ def run_pipeline(
 
 
 def run_live_threads(
-    clip: Path, config: PipelineConfig, classifier: Classifier, frames: int, warmup: int
+    clip: Path,
+    config: PipelineConfig,
+    classifier: Classifier,
+    frames: int,
+    warmup: int,
+    split: CpuSplit | None = None,
 ) -> tuple[Counter[str], float]:
     """The kernel calls and process CPU seconds of `frames` frames after `warmup`, threaded as the live path
-    (decode thread, worker, the stream's encoder thread: `threaded.run_threaded`)."""
+    (decode thread, worker, the stream's encoder thread: `threaded.run_threaded`), pinned by `split` if given."""
     counting = _CountingClassifier(classifier)
     pipeline = StreamPipeline("bench", config, counting)
     record = _CallRecorder(pipeline, counting, config.overlay)
@@ -164,9 +173,11 @@ def run_live_threads(
         if result.index >= warmup:
             counts.update(calls)
 
+    pin_threads(split)
     try:
         run = run_threaded(clip, frames, pipeline, warmup, on_processed)
     finally:
+        pin_threads(None)
         pipeline.close()
     counts["decode"], counts["encode"] = run.processed, len(run.delivered)
     return counts, run.cpu_seconds
@@ -220,20 +231,23 @@ def run_overhead(
     report = Report("overhead", {**pipeline_settings(clip, config, classifier, max_frames), "warmup": warmup})
     run = run_pipeline(clip, config, classifier, max_frames, warmup)
     counts = run.counts()
-    threads_counts, threads_cpu = run_live_threads(clip, config, classifier, max_frames, warmup)
+    threaded = {"live threads": run_live_threads(clip, config, classifier, max_frames, warmup)}
+    split = CpuSplit.of(os.sched_getaffinity(0))
+    if split is not None:
+        threaded["live threads, pinned"] = run_live_threads(
+            clip, config, classifier, max_frames, warmup, split
+        )
+    every_count = sum((calls for calls, _ in threaded.values()), counts)
     n = run.frames
-    makers = _kernel_makers(load_inputs(clip, 60, config.crop), config, classifier, counts + threads_counts)
-    alone = {name: kernel_cost(makers[name], repeat) for name in counts + threads_counts}
+    makers = _kernel_makers(load_inputs(clip, 60, config.crop), config, classifier, every_count)
+    alone = {name: kernel_cost(makers[name], repeat) for name in every_count}
     in_order, in_order_by = replay_in_order(run.calls, makers)
     summed = Cost(
         sum(counts[name] * cost.wall for name, cost in alone.items()) / n,
         sum(counts[name] * cost.cpu for name, cost in alone.items()) / n,
     )
     measured = Cost(1000.0 * sum(run.walls) / n, 1000.0 * run.cpu_seconds / n)
-    threads_n = threads_counts["decode"]
-    threads_summed = sum(threads_counts[name] * cost.cpu for name, cost in alone.items()) / threads_n
-    threads_measured = 1000.0 * threads_cpu / threads_n
-    threads_overhead = _percent(threads_measured, threads_summed)
+    threads = {name: _threaded_cost(calls, cpu, alone) for name, (calls, cpu) in threaded.items()}
     overhead = {"wall": _percent(measured.wall, summed.wall), "cpu": _percent(measured.cpu, summed.cpu)}
     in_order_over_alone = {
         "wall": _percent(in_order.wall, summed.wall),
@@ -244,13 +258,17 @@ def run_overhead(
         "cpu": _percent(measured.cpu, in_order.cpu),
     }
     table = _table(run, counts, alone, in_order_by, (summed, in_order, measured))
-    table.add("live threads CPU", None, threads_summed, None, threads_measured, None)
+    for name, cost in threads.items():
+        table.add(f"{name} CPU", None, cost["kernels_cpu_ms_per_frame"], None, cost["cpu_ms_per_frame"], None)
     table.notes[:0] = [
-        "overhead over the sum of the kernels alone (target <= 15 %):"
-        f" threaded as the live path, CPU {100 * threads_overhead:.1f} %"
-        f" ({threads_measured:.2f} ms measured, {threads_summed:.2f} ms kernels);"
-        f" on one thread, wall {100 * overhead['wall']:.1f} %, CPU {100 * overhead['cpu']:.1f} %"
-        f" ({measured.cpu:.2f} ms measured, {summed.cpu:.2f} ms kernels).",
+        "overhead over the sum of the kernels alone (target <= 15 %), CPU: "
+        + "; ".join(
+            f"{name.replace('live threads', 'threaded as the live path')} {100 * cost['overhead_cpu']:.1f} %"
+            f" ({cost['cpu_ms_per_frame']:.2f} ms measured, {cost['kernels_cpu_ms_per_frame']:.2f} ms kernels)"
+            for name, cost in threads.items()
+        )
+        + f"; on one thread {100 * overhead['cpu']:.1f} % ({measured.cpu:.2f} ms measured,"
+        f" {summed.cpu:.2f} ms kernels; wall {100 * overhead['wall']:.1f} %).",
         f"of which the kernels themselves, run in the pipeline's order: CPU {100 * in_order_over_alone['cpu']:.1f} %"
         f" over alone ({in_order.cpu:.2f} ms); the pipeline over them in that order: CPU"
         f" {100 * pipeline_over_in_order['cpu']:.1f} %, wall {100 * pipeline_over_in_order['wall']:.1f} %.",
@@ -271,16 +289,24 @@ def run_overhead(
         "overhead": _rounded(overhead),
         "in_order_over_alone": _rounded(in_order_over_alone),
         "pipeline_over_in_order": _rounded(pipeline_over_in_order),
-        "live_threads": {
-            "frames": threads_n,
-            "encoded": threads_counts["encode"],
-            "kernel_calls": dict(threads_counts),
-            "cpu_ms_per_frame": round(threads_measured, 3),
-            "kernels_cpu_ms_per_frame": round(threads_summed, 3),
-            "overhead_cpu": round(threads_overhead, 4),
-        },
+        **{name.replace(" ", "_").replace(",", ""): cost for name, cost in threads.items()},
     }
     return report.finish()
+
+
+def _threaded_cost(calls: Counter[str], cpu_seconds: float, alone: dict[str, Cost]) -> dict[str, Any]:
+    """A threaded run's frames, kernel calls, CPU ms per frame measured and of its kernels alone, overhead."""
+    frames = calls["decode"]
+    measured = 1000.0 * cpu_seconds / frames
+    kernels = sum(calls[name] * cost.cpu for name, cost in alone.items()) / frames
+    return {
+        "frames": frames,
+        "encoded": calls["encode"],
+        "kernel_calls": dict(calls),
+        "cpu_ms_per_frame": round(measured, 3),
+        "kernels_cpu_ms_per_frame": round(kernels, 3),
+        "overhead_cpu": round(_percent(measured, kernels), 4),
+    }
 
 
 def _rounded(values: dict[str, float]) -> dict[str, float]:

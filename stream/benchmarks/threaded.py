@@ -5,6 +5,7 @@ given directly, where the service goes through its `ClassifierBatcher`), and eac
 published as yuv420p to the stream's `StreamEncoder`, which encodes the newest frame on its own thread. The decode
 thread hands frames over a two-frame queue and waits when it is full (a file, unlike a camera, can wait), so
 every frame is processed; the encoder keeps the newest frame, as live, so a few may be replaced unencoded.
+With `affinity.pin_threads` set, the threads are pinned by role as the service's are (this one as a worker).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from stream.affinity import role, runs_as
 from stream.encoder import EncodedFrame, StreamEncoder
 from stream.feed import yuv420p_frame
 from stream.file_source import FileSource
@@ -50,8 +52,8 @@ def run_threaded(
 ) -> ThreadedRun:
     """`warmup` frames of `clip` (looped), then `frames` measured ones; see the module doc.
 
-        The measurement starts once the warm-up frames are decoded, processed and encoded, with the decode thread
-        held before the first measured frame. `on_processed` sees every frame's result (warm-up ones too: their
+    The measurement starts once the warm-up frames are decoded, processed and encoded, with the decode thread
+    held before the first measured frame. `on_processed` sees every frame's result (warm-up ones too: their
     `index` is below `warmup`) on this thread, right after the pipeline.
     """
     handoff: queue.Queue[tuple[Frame, StageTimes] | None] = queue.Queue(maxsize=2)
@@ -88,34 +90,35 @@ def run_threaded(
             delivered.append(times)
 
     encoder = StreamEncoder("fakeweb", on_frame, on_encode=encode_seconds.append)
-    decoder = threading.Thread(target=decode, name="bench-decode", daemon=True)
+    decoder = threading.Thread(target=runs_as("codec", decode), name="bench-decode", daemon=True)
     faces = processed = dropped_in_warmup = 0
     started, cpu_started = time.perf_counter(), time.process_time()
     encoder.start()
     decoder.start()
     try:
-        if warmup == 0:
-            measuring.set()
-        while (item := handoff.get()) is not None:
-            frame, times = item
-            result = pipeline.process(frame, times)
-            # The conversion to yuv420p happens on the worker; the encoder adds its own time.
-            with times.measure("encode"):
-                published = yuv420p_frame(frame.image)
-            pending[frame.index] = times
-            encoder.submit(published, float(frame.index))  # the index rides as the capture time
-            processed += 1
-            if on_processed is not None:
-                on_processed(result)
-            if frame.index >= warmup:
-                faces += len(result.faces)
-            if processed == warmup:
-                _drain(encoder, processed)
-                dropped_in_warmup = encoder.dropped
-                started, cpu_started = time.perf_counter(), time.process_time()
+        with role("model"):  # this thread is the worker
+            if warmup == 0:
                 measuring.set()
-        _drain(encoder, processed)
-        wall, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+            while (item := handoff.get()) is not None:
+                frame, times = item
+                result = pipeline.process(frame, times)
+                # The conversion to yuv420p happens on the worker; the encoder adds its own time.
+                with times.measure("encode"):
+                    published = yuv420p_frame(frame.image)
+                pending[frame.index] = times
+                encoder.submit(published, float(frame.index))  # the index rides as the capture time
+                processed += 1
+                if on_processed is not None:
+                    on_processed(result)
+                if frame.index >= warmup:
+                    faces += len(result.faces)
+                if processed == warmup:
+                    _drain(encoder, processed)
+                    dropped_in_warmup = encoder.dropped
+                    started, cpu_started = time.perf_counter(), time.process_time()
+                    measuring.set()
+            _drain(encoder, processed)
+            wall, cpu = time.perf_counter() - started, time.process_time() - cpu_started
     finally:
         stop.set()
         measuring.set()

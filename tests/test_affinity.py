@@ -1,0 +1,123 @@
+"""CPU pinning by role (`stream.affinity`, the `pin_threads` setting): the split of the CPUs, the pin of a thread
+while in its role, and the service's own threads pinned when asked and not otherwise."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+from clips import ClipTruth
+from live_helpers import json_request, until
+from rtsp_server import free_port
+
+from stream.affinity import CpuSplit, Role, pin_threads, role, runs_as
+from stream.config import load_config
+from stream.serve import serving
+
+ALL_CPUS = frozenset(os.sched_getaffinity(0))
+needs_two_cpus = pytest.mark.skipif(len(ALL_CPUS) < 2, reason="pinning by role needs two or more CPUs")
+
+
+@pytest.fixture
+def split() -> Iterator[CpuSplit]:
+    """This process's CPUs split by role and set for new threads; unset afterwards."""
+    split = CpuSplit.of(ALL_CPUS)
+    assert split is not None
+    pin_threads(split)
+    yield split
+    pin_threads(None)
+
+
+@pytest.mark.parametrize(
+    ("cpus", "model", "codec"),
+    [
+        ([0, 1], {0}, {1}),
+        ([3, 1, 2, 0], {0, 1}, {2, 3}),
+        ([0, 1, 2], {0, 1}, {2}),
+        ([2, 2, 7], {2}, {7}),
+    ],
+)
+def test_the_models_get_the_first_half_of_the_cpus_rounded_up(
+    cpus: list[int], model: set[int], codec: set[int]
+) -> None:
+    assert CpuSplit.of(cpus) == CpuSplit(frozenset(model), frozenset(codec))
+
+
+@pytest.mark.parametrize("cpus", [[], [4], [4, 4]])
+def test_fewer_than_two_cpus_cannot_be_split(cpus: list[int]) -> None:
+    assert CpuSplit.of(cpus) is None
+
+
+def cpus_of_a_thread_running_as(name: Role) -> frozenset[int]:
+    """The CPUs a new thread started with `runs_as(name, ...)` may run on while in its target."""
+    seen: list[frozenset[int]] = []
+    thread = threading.Thread(target=runs_as(name, lambda: seen.append(frozenset(os.sched_getaffinity(0)))))
+    thread.start()
+    thread.join()
+    return seen[0]
+
+
+@needs_two_cpus
+def test_a_thread_runs_on_its_roles_cpus_and_gets_its_own_back(split: CpuSplit) -> None:
+    assert cpus_of_a_thread_running_as("model") == split.model
+    assert cpus_of_a_thread_running_as("codec") == split.codec
+    with role("codec"):
+        assert frozenset(os.sched_getaffinity(0)) == split.codec
+    assert frozenset(os.sched_getaffinity(0)) == ALL_CPUS
+
+
+def test_without_a_split_roles_change_nothing() -> None:
+    pin_threads(None)
+    assert cpus_of_a_thread_running_as("model") == ALL_CPUS
+    with role("codec"):
+        assert frozenset(os.sched_getaffinity(0)) == ALL_CPUS
+
+
+@needs_two_cpus
+@pytest.mark.parametrize("pinned", [True, False])
+def test_the_service_pins_its_threads_only_when_asked(
+    pinned: bool, tmp_path: Path, moving_face_video: tuple[Path, ClipTruth]
+) -> None:
+    """A real service with a recorded camera: the worker and the classifier batcher on the model CPUs, the
+    camera's reader and the stream's encoder on the codec CPUs; the event loop's thread keeps every CPU."""
+
+    async def scenario() -> dict[str, frozenset[int]]:
+        overrides = {"port": free_port(), "data_dir": tmp_path, "pin_threads": pinned}
+        async with (
+            serving(load_config(overrides=overrides)) as running,
+            aiohttp.ClientSession(running.url) as http,
+        ):
+            camera = await json_request(
+                http, "POST", "/api/streams", {"name": "recorded", "url": f"file://{moving_face_video[0]}"}
+            )
+
+            async def processing() -> bool:
+                state = await json_request(http, "GET", f"/api/streams/{camera['id']}")
+                return bool(state["frames_processed"] > 0)
+
+            await until(processing, 30, "frames processed")
+            return {
+                thread.name.split("-")[0] if "-" in thread.name else thread.name: frozenset(
+                    os.sched_getaffinity(thread.native_id or 0)
+                )
+                for thread in threading.enumerate()
+                if thread.name.startswith(("worker-", "classifier-", "rtsp-read-", "encoder-", "MainThread"))
+            }
+
+    affinity = asyncio.run(scenario())
+    split = CpuSplit.of(ALL_CPUS)
+    assert split is not None
+    model, codec = (split.model, split.codec) if pinned else (ALL_CPUS, ALL_CPUS)
+    assert affinity == {
+        "worker": model,
+        "classifier": model,
+        "rtsp": codec,
+        "encoder": codec,
+        "MainThread": ALL_CPUS,
+    }
+    assert cpus_of_a_thread_running_as("model") == ALL_CPUS, "the service unpinned on close"
