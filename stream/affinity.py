@@ -1,6 +1,6 @@
 """Optional CPU pinning of threads by the work they do: the models on one half of the CPUs, the codecs on the other.
 
-A frame's kernels (decode, detect, mesh, classify, draw, encode) run 20-25 % slower interleaved on one core than
+A frame's kernels (decode, detect, mesh, classify, draw, encode) cost 25-33 % more interleaved on one core than
 back to back (docs/performance.md, "Overhead"). Pinned, each core runs fewer of them: the workers and the
 classifier batcher (role "model") on the first half of the process's CPUs, rounded up; the decoding readers and
 the encoders (role "codec") on the rest. Threads that the libraries start (FFmpeg, libvpx, TFLite) inherit the
