@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 
 if TYPE_CHECKING:
-    from playwright.async_api import Page
+    from playwright.async_api import Browser, Page
 
 CHROMIUM = "/usr/bin/chromium"
 
@@ -51,13 +51,17 @@ def camera_image(face: np.ndarray, size: tuple[int, int] = (640, 480)) -> np.nda
     return canvas
 
 
-def chromium_args(fake_camera: Path) -> list[str]:
-    return [
-        "--no-sandbox",
-        "--disable-gpu",
+def chromium_args(fake_camera: Path | None) -> list[str]:
+    """Headless flags; with `fake_camera`, the webcam shows that Y4M file and needs no permission prompt."""
+    camera = [
         "--use-fake-ui-for-media-stream",
         "--use-fake-device-for-media-stream",
         f"--use-file-for-fake-video-capture={fake_camera}",
+    ]
+    return [
+        "--no-sandbox",
+        "--disable-gpu",
+        *(camera if fake_camera is not None else []),
         "--autoplay-policy=no-user-gesture-required",
         "--allow-loopback-in-peer-connection",
         "--disable-background-networking",
@@ -72,18 +76,25 @@ def ffmpeg_available() -> bool:
 
 
 @asynccontextmanager
-async def open_page(url: str, fake_camera: Path) -> AsyncIterator[Page]:
-    """`url` in a fresh headless Chromium whose webcam shows `fake_camera`; the browser closes on leaving."""
+async def open_browser(fake_camera: Path | None = None) -> AsyncIterator[Browser]:
+    """A fresh headless Chromium, its webcam showing `fake_camera` if given; it closes on leaving."""
     from playwright.async_api import async_playwright
 
     async with async_playwright() as playwright:
         browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=chromium_args(fake_camera))
         try:
-            page = await browser.new_page()
-            await page.goto(url)
-            yield page
+            yield browser
         finally:
             await browser.close()
+
+
+@asynccontextmanager
+async def open_page(url: str, fake_camera: Path | None = None) -> AsyncIterator[Page]:
+    """`url` in a fresh headless Chromium (see `open_browser`); the browser closes on leaving."""
+    async with open_browser(fake_camera) as browser:
+        page = await browser.new_page()
+        await page.goto(url)
+        yield page
 
 
 def camera_element(camera_id: str) -> str:

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import live_helpers
 import pytest
-from browser import chromium_missing
+from browser import chromium_missing, open_page
 from live_helpers import wait_for
 from rtsp_server import RtspTestServer, free_port
 from server_process import ServerProcess
@@ -230,24 +230,15 @@ def rendered_page(server: ServerProcess) -> str:
     token; empty when Chromium is not available."""
     if chromium_missing():
         return ""
-    from playwright.async_api import async_playwright
 
     async def render() -> str:
-        async with async_playwright() as playwright:
-            browser = await playwright.chromium.launch(
-                executable_path="/usr/bin/chromium", args=["--no-sandbox", "--disable-gpu"]
+        async with open_page(server.url + "/login") as page:
+            await page.fill("input[name=token]", TOKEN)
+            await page.click("button[type=submit]")
+            await page.wait_for_function(
+                "document.querySelectorAll('.camera .status').length >= 2", timeout=20_000
             )
-            try:
-                page = await browser.new_page()
-                await page.goto(server.url + "/login")
-                await page.fill("input[name=token]", TOKEN)
-                await page.click("button[type=submit]")
-                await page.wait_for_function(
-                    "document.querySelectorAll('.camera .status').length >= 2", timeout=20_000
-                )
-                return str(await page.content())
-            finally:
-                await browser.close()
+            return str(await page.content())
 
     html = asyncio.run(render())
     assert "door" in html and "gate" in html, "the cameras are listed by name"

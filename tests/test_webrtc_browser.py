@@ -16,7 +16,15 @@ from typing import Any
 
 import live_helpers
 import pytest
-from browser import camera_image, chromium_args, chromium_missing, write_y4m
+from browser import (
+    camera_element,
+    camera_image,
+    chromium_missing,
+    open_browser,
+    open_page,
+    watch_camera,
+    write_y4m,
+)
 from clips import ClipTruth
 from live_helpers import add_camera, samples, stream, wait_for
 from rtsp_server import RtspTestServer
@@ -41,31 +49,21 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
 
 
 async def _run_page(server: ServerProcess, fake_camera: Path, seconds: float) -> dict[str, Any]:
-    from playwright.async_api import async_playwright
-
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(
-            executable_path="/usr/bin/chromium", args=chromium_args(fake_camera)
+    async with open_page(server.url + "/", fake_camera) as page:
+        await page.click("#start")
+        await page.wait_for_function(
+            "window.fakeweb.framesRendered > 20 && window.fakeweb.faceMessages > 5",
+            timeout=seconds * 1000,
         )
-        try:
-            page = await browser.new_page()
-            await page.goto(server.url + "/")
-            await page.click("#start")
-            await page.wait_for_function(
-                "window.fakeweb.framesRendered > 20 && window.fakeweb.faceMessages > 5",
-                timeout=seconds * 1000,
-            )
-            state: dict[str, Any] = await page.evaluate(
-                "({frames: window.fakeweb.framesRendered, messages: window.fakeweb.faceMessages,"
-                " faces: window.fakeweb.lastFaces, error: document.querySelector('#error').textContent,"
-                " listed: document.querySelectorAll('#faces li').length})"
-            )
-            status, streams = server.request("GET", "/api/streams")
-            state["streams"] = streams["streams"]
-            await page.click("#stop")
-            return state
-        finally:
-            await browser.close()
+        state: dict[str, Any] = await page.evaluate(
+            "({frames: window.fakeweb.framesRendered, messages: window.fakeweb.faceMessages,"
+            " faces: window.fakeweb.lastFaces, error: document.querySelector('#error').textContent,"
+            " listed: document.querySelectorAll('#faces li').length})"
+        )
+        status, streams = server.request("GET", "/api/streams")
+        state["streams"] = streams["streams"]
+        await page.click("#stop")
+        return state
 
 
 def test_browser_webcam_comes_back_annotated_with_verdicts(server: ServerProcess, fake_camera: Path) -> None:
@@ -98,40 +96,27 @@ def test_browser_stream_is_removed_when_the_peer_closes(server: ServerProcess) -
 async def _watch_camera(
     server: ServerProcess, fake_camera: Path, camera_id: str, seconds: float
 ) -> dict[str, Any]:
-    from playwright.async_api import async_playwright
-
-    element = f'.camera[data-id="{camera_id}"]'
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(
-            executable_path="/usr/bin/chromium", args=chromium_args(fake_camera)
+    element = camera_element(camera_id)
+    async with open_page(server.url + "/", fake_camera) as page:
+        await watch_camera(page, camera_id, seconds)
+        await page.wait_for_function(
+            "window.fakeweb.framesRendered > 20 && window.fakeweb.faceMessages > 5",
+            timeout=seconds * 1000,
         )
-        try:
-            page = await browser.new_page()
-            await page.goto(server.url + "/")
-            await page.wait_for_function(
-                f"document.querySelector('{element} .status')?.textContent === 'live'", timeout=seconds * 1000
-            )
-            await page.click(f"{element} .watch")
-            await page.wait_for_function(
-                "window.fakeweb.framesRendered > 20 && window.fakeweb.faceMessages > 5",
-                timeout=seconds * 1000,
-            )
-            state: dict[str, Any] = await page.evaluate(
-                f"""(() => {{
-                    const video = document.querySelector('{element} video');
-                    return {{frames: window.fakeweb.framesRendered, messages: window.fakeweb.faceMessages,
-                        faces: window.fakeweb.lastFaces, error: document.querySelector('#error').textContent,
-                        name: document.querySelector('{element} strong').textContent,
-                        listed: document.querySelectorAll('{element} li').length,
-                        size: [video.videoWidth, video.videoHeight],
-                        model: document.querySelector('#model').textContent}};
-                }})()"""
-            )
-            state["described"] = stream(server, camera_id)
-            await page.close()  # closing the page closes its peer connections
-            return state
-        finally:
-            await browser.close()
+        state: dict[str, Any] = await page.evaluate(
+            f"""(() => {{
+                const video = document.querySelector('{element} video');
+                return {{frames: window.fakeweb.framesRendered, messages: window.fakeweb.faceMessages,
+                    faces: window.fakeweb.lastFaces, error: document.querySelector('#error').textContent,
+                    name: document.querySelector('{element} strong').textContent,
+                    listed: document.querySelectorAll('{element} li').length,
+                    size: [video.videoWidth, video.videoHeight],
+                    model: document.querySelector('#model').textContent}};
+            }})()"""
+        )
+        state["described"] = stream(server, camera_id)
+        await page.close()  # closing the page closes its peer connections
+        return state
 
 
 def test_browser_watches_an_rtsp_camera_from_the_camera_list(
@@ -187,43 +172,32 @@ def _encoded_and_processed(server: ServerProcess, camera_id: str) -> tuple[float
 async def _two_pages_watch(
     server: ServerProcess, fake_camera: Path, camera_id: str, seconds: float
 ) -> dict[str, Any]:
-    from playwright.async_api import Page, async_playwright
-
-    element = f'.camera[data-id="{camera_id}"]'
+    from playwright.async_api import Page
 
     async def watch(page: Page) -> None:
         await page.goto(server.url + "/")
-        await page.wait_for_function(
-            f"document.querySelector('{element} .status')?.textContent === 'live'", timeout=seconds * 1000
-        )
-        await page.click(f"{element} .watch")
+        await watch_camera(page, camera_id, seconds)
         await page.wait_for_function("window.fakeweb.framesRendered > 10", timeout=seconds * 1000)
 
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(
-            executable_path="/usr/bin/chromium", args=chromium_args(fake_camera)
-        )
-        try:
-            first, late = await browser.new_page(), await browser.new_page()
-            await watch(first)
-            joined = time.monotonic()
-            await watch(late)
-            late_to_ten_frames = time.monotonic() - joined
-            before = _encoded_and_processed(server, camera_id)
-            await asyncio.sleep(3)
-            after = _encoded_and_processed(server, camera_id)
-            state = {
-                "pages": [await page.evaluate(INBOUND_VIDEO, camera_id) for page in (first, late)],
-                "late_to_ten_frames": late_to_ten_frames,
-                "encoded": after[0] - before[0],
-                "processed": after[1] - before[1],
-                "viewers": stream(server, camera_id)["viewers"],
-            }
-            await first.close()
-            await late.close()
-            return state
-        finally:
-            await browser.close()
+    async with open_browser(fake_camera) as browser:
+        first, late = await browser.new_page(), await browser.new_page()
+        await watch(first)
+        joined = time.monotonic()
+        await watch(late)
+        late_to_ten_frames = time.monotonic() - joined
+        before = _encoded_and_processed(server, camera_id)
+        await asyncio.sleep(3)
+        after = _encoded_and_processed(server, camera_id)
+        state = {
+            "pages": [await page.evaluate(INBOUND_VIDEO, camera_id) for page in (first, late)],
+            "late_to_ten_frames": late_to_ten_frames,
+            "encoded": after[0] - before[0],
+            "processed": after[1] - before[1],
+            "viewers": stream(server, camera_id)["viewers"],
+        }
+        await first.close()
+        await late.close()
+        return state
 
 
 def test_two_pages_watching_one_camera_share_one_encode(
