@@ -135,6 +135,13 @@ class RtspTestServer:
     def url(self) -> str:
         return f"rtsp://127.0.0.1:{self.port}/{self.path}"
 
+    @property
+    def pid(self) -> int | None:
+        """The process id while the server runs."""
+        if self._process is None or self._process.poll() is not None:
+            return None
+        return self._process.pid
+
     def start(self, timeout: float = 10.0) -> None:
         """Start the process and wait until it says it serves and the port accepts connections."""
         if self._process is not None and self._process.poll() is None:

@@ -1,7 +1,9 @@
 """Soak run (a benchmark, not a test): a real `fakeweb serve` process for N minutes with 4 RTSP cameras, one
 permanent viewer, viewers joining and leaving, and a camera killed and restored every minute. Every 10 s it
-samples the server's memory (VmRSS), threads and open files, and from /metrics the p99 end-to-end latency and
-the frames processed and dropped over the last 10 s; at the end it prints a Markdown table and a summary.
+samples the server's memory (VmRSS), threads and open files, from /metrics the p99 end-to-end latency and
+the frames processed and dropped over the last 10 s, and the CPU (% of one core) of the server, of this process
+(its aiortc viewers decode what they receive), of the RTSP servers and of the rest of the machine; at the end it
+prints a Markdown table and a summary.
 
     /work/venv/bin/python tests/soak_run.py --minutes 10 [--out soak.md]
 
@@ -47,6 +49,64 @@ class Sample:
     viewers: int
     reconnects: int
     load: float
+    cpu: dict[str, float]
+    """% of one core over the last period: server, soak (this process), rtsp (the camera servers), other."""
+
+
+_TICK = float(os.sysconf("SC_CLK_TCK"))
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (all its threads); 0 for a process that is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds spent not idle by all CPUs of the machine (the first line of /proc/stat)."""
+    fields = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return (sum(fields[:8]) - idle) / _TICK
+
+
+class CpuMeter:
+    """CPU seconds of the server, this process, the RTSP servers and the machine, as deltas between reads."""
+
+    def __init__(self, server_pid: int, rtsp: list[RtspTestServer]) -> None:
+        self.server_pid = server_pid
+        self.rtsp = rtsp
+        self.rtsp_spent: dict[int, float] = {}  # seconds of each camera process seen, by pid
+        self.previous = self._read()
+
+    def _rtsp_seconds(self) -> float:
+        """Seconds of every camera process seen so far (a killed one counts what it had at the last read)."""
+        for server in self.rtsp:
+            if server.pid is not None:
+                self.rtsp_spent[server.pid] = process_cpu_seconds(server.pid) or self.rtsp_spent.get(
+                    server.pid, 0.0
+                )
+        return sum(self.rtsp_spent.values())
+
+    def _read(self) -> dict[str, float]:
+        times = os.times()
+        return {
+            "server": process_cpu_seconds(self.server_pid),
+            "soak": times.user + times.system,
+            "rtsp": self._rtsp_seconds(),
+            "machine": machine_busy_seconds(),
+        }
+
+    def percent(self, seconds: float) -> dict[str, float]:
+        """Each part's CPU over the last `seconds`, in % of one core; `other` is the machine's remainder."""
+        current = self._read()
+        spent = {key: current[key] - self.previous[key] for key in current}
+        self.previous = current
+        spent["other"] = spent["machine"] - spent["server"] - spent["soak"] - spent["rtsp"]
+        return {key: 100 * value / seconds for key, value in spent.items()}
 
 
 def threads_of(pid: int) -> int:
@@ -106,6 +166,7 @@ async def soak(minutes: float, period: float, seed: int) -> tuple[list[Sample], 
             end = started + minutes * 60
             next_sample, next_kill, next_join = started, started + 60, started + 5
             previous = totals((await asyncio.to_thread(service.request, "GET", "/metrics"))[1])
+            meter = CpuMeter(pid, rtsp)
             result: list[Sample] = []
             while time.monotonic() < end:
                 now = time.monotonic()
@@ -142,6 +203,7 @@ async def soak(minutes: float, period: float, seed: int) -> tuple[list[Sample], 
                             viewers=int(current[3]),
                             reconnects=int(current[4]),
                             load=os.getloadavg()[0],
+                            cpu=meter.percent(seconds),
                         )
                     )
                     last = result[-1]
@@ -149,7 +211,8 @@ async def soak(minutes: float, period: float, seed: int) -> tuple[list[Sample], 
                         f"{last.minute:5.1f} min  rss {last.rss_mb:6.0f} MB  threads {last.threads:3d}  "
                         f"files {last.open_files:4d}  p99 {last.p99_ms:6.0f} ms  "
                         f"{last.processed_fps:5.1f} fps  dropped {last.dropped_fps:5.1f}/s  "
-                        f"viewers {last.viewers}  reconnects {last.reconnects}  load {last.load:.1f}",
+                        f"viewers {last.viewers}  reconnects {last.reconnects}  load {last.load:.1f}  "
+                        f"cpu {cpu_text(last.cpu)}",
                         flush=True,
                     )
                     previous, next_sample = current, now
@@ -165,16 +228,48 @@ async def soak(minutes: float, period: float, seed: int) -> tuple[list[Sample], 
             server.kill()
 
 
+CPU_PARTS = ("server", "soak", "rtsp", "other")
+
+
+def cpu_text(cpu: dict[str, float]) -> str:
+    return " ".join(f"{part} {cpu[part]:.0f}%" for part in CPU_PARTS)
+
+
 def table(rows: list[Sample]) -> str:
     lines = [
         "| minute | RSS (MB) | threads | open files | p99 latency (ms) | processed fps | dropped fps | viewers "
-        "| reconnects | load avg |",
-        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| reconnects | load avg | CPU % server / soak / rtsp / other |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for row in rows:
+        cpu = " / ".join(f"{row.cpu[part]:.0f}" for part in CPU_PARTS)
         lines.append(
             f"| {row.minute:.1f} | {row.rss_mb:.0f} | {row.threads} | {row.open_files} | {row.p99_ms:.0f} "
-            f"| {row.processed_fps:.1f} | {row.dropped_fps:.1f} | {row.viewers} | {row.reconnects} | {row.load:.1f} |"
+            f"| {row.processed_fps:.1f} | {row.dropped_fps:.1f} | {row.viewers} | {row.reconnects} | {row.load:.1f} "
+            f"| {cpu} |"
+        )
+    return "\n".join(lines)
+
+
+def blocks(rows: list[Sample], minutes: float = 10.0, slow_ms: float = 40.0) -> str:
+    """Per block of `minutes`: samples, those with p99 over `slow_ms`, the worst p99, mean CPU of each part and
+    the load average at the block's end: whether the latency tail moves with the server's CPU or its
+    neighbours'."""
+    lines = [
+        f"| minutes | samples | p99 > {slow_ms:.0f} ms | max p99 (ms) | CPU % server / soak / rtsp / other | load avg |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    count = max(1, math.ceil(max(row.minute for row in rows) / minutes)) if rows else 0
+    for index in range(count):
+        block = [row for row in rows if index * minutes <= row.minute < (index + 1) * minutes]
+        if not block:
+            continue
+        finite = [row.p99_ms for row in block if math.isfinite(row.p99_ms)]
+        cpu = " / ".join(f"{statistics.fmean(row.cpu[part] for row in block):.0f}" for part in CPU_PARTS)
+        lines.append(
+            f"| {index * minutes:.0f}-{(index + 1) * minutes:.0f} | {len(block)} "
+            f"| {sum(1 for value in finite if value > slow_ms)} | {max(finite, default=math.nan):.0f} "
+            f"| {cpu} | {block[-1].load:.1f} |"
         )
     return "\n".join(lines)
 
@@ -194,7 +289,13 @@ def summarize(rows: list[Sample]) -> str:
         f"{median([r.rss_mb for r in last]):.0f} MB in the last (max {max(r.rss_mb for r in steady):.0f}); "
         f"p99 median {median([r.p99_ms for r in first]):.0f} ms -> {median([r.p99_ms for r in last]):.0f} ms; "
         f"threads {first[0].threads} -> {last[-1].threads}; open files {first[0].open_files} -> "
-        f"{last[-1].open_files}; load average {min(r.load for r in rows):.1f}-{max(r.load for r in rows):.1f}."
+        f"{last[-1].open_files}; load average {min(r.load for r in rows):.1f}-{max(r.load for r in rows):.1f}; "
+        f"CPU % of a core, first third -> last: "
+        + ", ".join(
+            f"{part} {median([r.cpu[part] for r in first]):.0f} -> {median([r.cpu[part] for r in last]):.0f}"
+            for part in CPU_PARTS
+        )
+        + "."
     )
 
 
@@ -211,7 +312,10 @@ def main() -> int:
         return 2
     with loopback_ice():
         rows, extra = asyncio.run(soak(args.minutes, args.period, args.seed))
-    report = f"{table(rows)}\n\n{summarize(rows)} Permanent viewer frames: {extra['permanent_viewer_frames']:.0f}.\n"
+    report = (
+        f"{table(rows)}\n\n{blocks(rows)}\n\n{summarize(rows)} "
+        f"Permanent viewer frames: {extra['permanent_viewer_frames']:.0f}.\n"
+    )
     print(report)
     if args.out:
         args.out.write_text(report, encoding="utf-8")
