@@ -1,27 +1,37 @@
-"""Optional CPU pinning of threads by the work they do: the models on one half of the CPUs, the codecs on the other.
+"""CPU pinning of threads by the work they do: the models on one half of the CPUs, the codecs on the other.
 
 A frame's kernels (decode, detect, mesh, classify, draw, encode) cost 25-33 % more interleaved on one core than
 back to back (docs/performance.md, "Overhead"). Pinned, each core runs fewer of them: the workers and the
 classifier batcher (role "model") on the first half of the process's CPUs, rounded up; the decoding readers and
-the encoders (role "codec") on the rest. Threads that the libraries start (FFmpeg, libvpx, TFLite) inherit the
-pin of the thread that starts them.
+the encoders (role "codec") on the rest.
 
-The split is fixed: when one half's work outgrows its CPUs while the other's idle, pinning costs capacity. So it
-is off unless `ServiceConfig.pin_threads` turns it on, process-wide.
+A thread in a role carries it in its system name (`m:` or `c:` before its Python name, as `top -H` shows it).
+The threads that the libraries start (FFmpeg, libvpx, TFLite) inherit both the name and the pin of the thread
+that starts them; FFmpeg's frame threads rename themselves `av:...` and are codec work. So `repin` can move
+every thread of a role, the libraries' included, when the split changes: `stream.cpu_split` does, following the
+load, because a fixed split costs capacity when one half's work outgrows its CPUs while the other's idle.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 logger = logging.getLogger(__name__)
 
 Role = Literal["model", "codec"]
+PIN_THREADS_MODES = ("auto", "on", "off")
+"""The `pin_threads` settings: follow the load (`stream.cpu_split`), always pinned, never pinned."""
+ROLES: tuple[Role, ...] = ("model", "codec")
+_TAGS: dict[Role, str] = {"model": "m:", "codec": "c:"}
+"""The prefix of a role's thread names; the kernel keeps 15 bytes of a name."""
+_TASKS = Path("/proc/self/task")
 
 
 @dataclass(frozen=True)
@@ -48,32 +58,90 @@ _split: CpuSplit | None = None
 
 
 def pin_threads(split: CpuSplit | None) -> None:
-    """From now on, threads entering a `role` are pinned to its CPUs in `split`; None stops pinning."""
+    """From now on, threads entering a `role` are pinned to its CPUs in `split`; None stops pinning.
+
+    Threads already in a role keep their CPUs: `repin` moves them.
+    """
     global _split
     _split = split
 
 
+def role_of(thread_name: str) -> Role | None:
+    """The role of a thread by its system name (see the module's docstring); None for a thread in no role."""
+    for name, tag in _TAGS.items():
+        if thread_name.startswith(tag):
+            return name
+    return "codec" if thread_name.startswith("av:") else None
+
+
+def role_threads() -> Iterator[tuple[int, Role]]:
+    """(thread id, role) of every thread of this process that is in a role now."""
+    for task in _TASKS.iterdir():
+        try:
+            name = (task / "comm").read_text().rstrip("\n")
+        except OSError:
+            continue  # the thread ended
+        found = role_of(name)
+        if found is not None:
+            yield int(task.name), found
+
+
+def repin(split: CpuSplit | None, every_cpu: frozenset[int]) -> int:
+    """Pin every thread in a role to its CPUs in `split`, or to `every_cpu` without one; new threads too.
+
+    Returns how many threads moved. A thread that ended meanwhile is skipped.
+    """
+    pin_threads(split)
+    moved = 0
+    for tid, name in role_threads():
+        cpus = every_cpu if split is None else split.cpus(name)
+        try:
+            if os.sched_getaffinity(tid) != cpus:
+                os.sched_setaffinity(tid, cpus)
+                moved += 1
+        except OSError:  # ProcessLookupError: it ended; EINVAL: CPUs no longer allowed
+            continue
+    return moved
+
+
+def _set_name(name: str) -> str | None:
+    """Give the calling thread a system name (15 bytes kept); returns the one it had, None if it cannot."""
+    comm = _TASKS / str(threading.get_native_id()) / "comm"
+    try:
+        previous = comm.read_text().rstrip("\n")
+        comm.write_text(name.encode()[:15].decode(errors="ignore"))
+    except OSError as exc:  # no /proc: the thread keeps its name, and `repin` cannot see it
+        logger.debug("cannot name a thread %r: %s", name, exc)
+        return None
+    return previous
+
+
 @contextmanager
 def role(name: Role) -> Iterator[None]:
-    """Pin the calling thread to the CPUs of its role while inside; without a split, do nothing.
+    """Run the calling thread in a role while inside: named by it, and pinned to its CPUs given a split.
 
     A thread that cannot be pinned (a CPU set the system refuses) logs a warning and runs unpinned.
     """
-    split = _split
-    if split is None:
-        yield
-        return
-    previous = os.sched_getaffinity(0)
+    previous_name = _set_name(_TAGS[name] + threading.current_thread().name)
     try:
-        os.sched_setaffinity(0, split.cpus(name))
-    except OSError as exc:
-        logger.warning("cannot pin a %s thread to CPUs %s: %s", name, sorted(split.cpus(name)), exc)
-        yield
-        return
-    try:
-        yield
+        split = _split
+        if split is None:
+            yield
+            return
+        previous = os.sched_getaffinity(0)
+        try:
+            os.sched_setaffinity(0, split.cpus(name))
+        except OSError as exc:
+            logger.warning("cannot pin a %s thread to CPUs %s: %s", name, sorted(split.cpus(name)), exc)
+            yield
+            return
+        try:
+            yield
+        finally:
+            os.sched_setaffinity(0, previous)
     finally:
-        os.sched_setaffinity(0, previous)
+        if previous_name is not None:
+            _set_name(previous_name)
 
 
 def runs_as(name: Role, target: Callable[[], None]) -> Callable[[], None]:

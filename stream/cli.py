@@ -16,6 +16,7 @@ from models.classifier import Classifier, load_classifier
 from models.devices import DEVICE_CHOICES
 from models.errors import FakewebError
 from models.package import DEFAULT_PACKAGE_DIR, ModelPackage
+from stream.affinity import PIN_THREADS_MODES
 from stream.scoring import ScoringConfig
 
 if TYPE_CHECKING:
@@ -27,7 +28,10 @@ VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv")
 # `train` and `eval` live in the training package; the CLI is the one place that reaches both sides, and it
 # imports training lazily so serving never loads it.
 TRAINING_COMMANDS = {"train": "training.train", "eval": "training.evaluate"}
-PIN_THREADS_HELP = "pin the workers to half the CPUs and the decoders and encoders to the rest"
+PIN_THREADS_HELP = (
+    "pin the workers to half the CPUs and the decoders and encoders to the rest: on, off, or auto (default:"
+    " while the load allows)"
+)
 
 
 def _integer(text: str, minimum: int) -> int:
@@ -186,7 +190,7 @@ def _serve(args: argparse.Namespace) -> int:
         "backend": args.backend,
         "threads": args.threads,
         "loopback_ice": True if args.loopback_ice else None,
-        "pin_threads": True if args.pin_threads else None,
+        "pin_threads": args.pin_threads,
         "max_streams": args.max_streams,
         "max_viewers": args.max_viewers,
         "model_poll_seconds": args.model_poll_seconds,
@@ -218,7 +222,7 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="offer 127.0.0.1 as the ICE host address (loopback-only hosts)",
     )
-    parser.add_argument("--pin-threads", action="store_true", help=PIN_THREADS_HELP)
+    parser.add_argument("--pin-threads", choices=PIN_THREADS_MODES, help=PIN_THREADS_HELP)
 
 
 def positive_float(text: str) -> float:
@@ -281,7 +285,7 @@ def add_bench_parser(commands: Any) -> None:
         "--window", type=positive_float, default=10.0, help="seconds per over-time row (default 10)"
     )
     live.add_argument("--batch-max-size", type=positive_int, default=16, help="batcher batch (default 16)")
-    live.add_argument("--pin-threads", action="store_true", help=PIN_THREADS_HELP)
+    live.add_argument("--pin-threads", choices=PIN_THREADS_MODES, default="auto", help=PIN_THREADS_HELP)
     live.add_argument("--batch-max-wait-ms", type=float, default=4.0, help="batcher wait (default 4 ms)")
     live.add_argument(
         "--switch-interval-ms",

@@ -13,6 +13,7 @@ from typing import Any
 
 from models.errors import FakewebError
 from models.package import DEFAULT_PACKAGE_DIR
+from stream.affinity import PIN_THREADS_MODES
 from stream.rtsp import DEFAULT_BACKOFF
 
 if sys.version_info >= (3, 11):
@@ -59,13 +60,15 @@ class ServiceConfig:
     rtsp_stall_seconds: float = 5.0
     """A live camera that delivers no frame for this long is reconnected (the watchdog)."""
     max_parallel_frames: int = 0
-    """Frames processed at once across all streams; 0: one per CPU core. The others wait, replaceable."""
+    """Frames processed at once across all streams; 0: one per CPU the process may use (its affinity). The others
+    wait, replaceable."""
     connect_timeout_seconds: float = 15.0
     """A WebRTC peer that has not connected this long after its answer is closed, freeing its slot."""
     video_bitrate_kbps: int = 1000
     """The VP8 bitrate of each stream's annotated video, encoded once for all its viewers (no per-viewer adaptation)."""
-    pin_threads: bool = False
-    """Pin the workers and batcher to half the CPUs and the decoders and encoders to the rest (`stream.affinity`)."""
+    pin_threads: str = "auto"
+    """Pin the workers and batcher to half the CPUs and the decoders and encoders to the rest: `on`, `off`, or
+    `auto` to pin while the load allows (`stream.affinity`, `stream.cpu_split`)."""
 
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536:
@@ -92,8 +95,12 @@ class ServiceConfig:
                 raise ConfigError(f"{name} must be >= 1")
         if self.video_bitrate_kbps < 50:
             raise ConfigError("video_bitrate_kbps must be >= 50")
+        if self.pin_threads not in PIN_THREADS_MODES:
+            raise ConfigError(
+                f"pin_threads must be one of {', '.join(PIN_THREADS_MODES)}, got {self.pin_threads!r}"
+            )
         if self.max_parallel_frames < 0:
-            raise ConfigError("max_parallel_frames must be >= 0 (0: one per CPU core)")
+            raise ConfigError("max_parallel_frames must be >= 0 (0: one per CPU the process may use)")
         if not self.rtsp_backoff_seconds or not all(0 <= s < math.inf for s in self.rtsp_backoff_seconds):
             raise ConfigError("rtsp_backoff_seconds must be one or more waits >= 0")
         for name in ("rtsp_stall_seconds", "connect_timeout_seconds"):

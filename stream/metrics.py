@@ -181,6 +181,11 @@ class Metrics:
         self._model_loaded = Gauge(
             "fakeweb_model_loaded", "1 when a classifier is loaded, else 0.", registry=reg
         )
+        self._threads_pinned = Gauge(
+            "fakeweb_threads_pinned",
+            "1 while the model and codec threads are pinned to separate CPUs, else 0.",
+            registry=reg,
+        )
 
         self._stages = {stage: self._stage_seconds.labels(stage) for stage in STAGES}
         self._verdicts = {verdict: self._faces.labels(verdict) for verdict in VERDICTS}
@@ -276,6 +281,10 @@ class Metrics:
 
     def set_model_loaded(self, loaded: bool) -> None:
         self._model_loaded.set(1 if loaded else 0)
+
+    def set_threads_pinned(self, pinned: bool) -> None:
+        """Whether the threads are pinned by role now (`pin_threads`, `stream.cpu_split`)."""
+        self._threads_pinned.set(1 if pinned else 0)
 
     def count_model_reload(self, result: Literal["swapped", "rejected"]) -> None:
         counter = self._reloads.get(result)

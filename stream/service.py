@@ -15,6 +15,7 @@ import time
 import uuid
 import weakref
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -28,6 +29,7 @@ from stream.affinity import CpuSplit, pin_threads
 from stream.batcher import ClassifierBatcher
 from stream.cameras import Camera, CameraList
 from stream.config import ServiceConfig
+from stream.cpu_split import CpuSplitter, RoleLoad
 from stream.encoder import EncoderSettings
 from stream.feed import AnnotatedFeed
 from stream.frames import Frame
@@ -153,18 +155,40 @@ async def _close_quietly(peer: RTCPeerConnection) -> None:
             continue
 
 
-def _pin_threads() -> None:
-    """Pin the service's threads by role over the CPUs this process may use (`pin_threads` setting)."""
-    split = CpuSplit.of(os.sched_getaffinity(0))
-    if split is None:
-        logger.warning("pin_threads needs two or more CPUs; threads are not pinned")
-        return
+def _pin_by_role(mode: str, on_change: Callable[[bool], None]) -> CpuSplitter | None:
+    """Start pinning the service's threads by role over the CPUs this process may use (`pin_threads`).
+
+    `on`: a fixed split, set before any thread starts. `auto`: a `CpuSplitter` that follows the load, returned
+    so the service can stop it. Below two CPUs there is nothing to split.
+    """
+    cpus = frozenset(os.sched_getaffinity(0))
+    split = CpuSplit.of(cpus)
+    if mode == "off" or split is None:
+        if mode == "on":
+            logger.warning("pin_threads needs two or more CPUs; threads are not pinned")
+        on_change(False)
+        return None
     logger.info(
-        "pinning workers to CPUs %s, decoders and encoders to CPUs %s",
+        "pinning workers to CPUs %s, decoders and encoders to CPUs %s%s",
         sorted(split.model),
         sorted(split.codec),
+        " while the load allows" if mode == "auto" else "",
     )
-    pin_threads(split)
+    on_change(True)
+    if mode == "on":
+        pin_threads(split)
+        return None
+
+    def report(pinned: bool, load: RoleLoad) -> None:
+        if pinned:
+            logger.info("threads pinned by role again (%s)", load)
+        else:
+            logger.info("a role starves while the other has room: threads share every CPU (%s)", load)
+        on_change(pinned)
+
+    splitter = CpuSplitter(cpus, on_change=report)
+    splitter.start()
+    return splitter
 
 
 def face_json(face: Any) -> dict[str, Any]:
@@ -193,7 +217,7 @@ class LiveService:
             max_wait=config.batch_max_wait_ms / 1000.0,
             on_batch=metrics.observe_batch,
         )
-        self.gate = FairGate(config.max_parallel_frames or os.cpu_count() or 1)
+        self.gate = FairGate(config.max_parallel_frames or len(os.sched_getaffinity(0)))
         """Permits to process a frame, shared by every stream's worker (see `stream.worker`)."""
         self.streams: dict[str, LiveStream] = {}
         self.peers: set[RTCPeerConnection] = set()
@@ -204,12 +228,12 @@ class LiveService:
         self._closed: weakref.WeakSet[RTCPeerConnection] = weakref.WeakSet()
         self._adding = 0
         """Cameras being added (their file write in progress): they hold a stream slot already."""
+        self._splitter: CpuSplitter | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------------------------
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        if self.config.pin_threads:
-            _pin_threads()
+        self._splitter = _pin_by_role(self.config.pin_threads, self.metrics.set_threads_pinned)
         self.batcher.start()
         cameras = self.cameras.all()
         if len(cameras) > self.config.max_streams:
@@ -239,8 +263,10 @@ class LiveService:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self.batcher.stop()
-        if self.config.pin_threads:
-            pin_threads(None)
+        if self._splitter is not None:
+            self._splitter.stop()
+        pin_threads(None)
+        self.metrics.set_threads_pinned(False)
 
     @property
     def ready(self) -> bool:

@@ -79,15 +79,17 @@ def test_without_a_split_roles_change_nothing() -> None:
 
 
 @needs_two_cpus
-@pytest.mark.parametrize("pinned", [True, False])
+@pytest.mark.parametrize("mode", ["on", "off", "auto"])
 def test_the_service_pins_its_threads_only_when_asked(
-    pinned: bool, tmp_path: Path, moving_face_video: tuple[Path, ClipTruth]
+    mode: str, tmp_path: Path, moving_face_video: tuple[Path, ClipTruth]
 ) -> None:
     """A real service with a recorded camera: the worker and the classifier batcher on the model CPUs, the
-    camera's reader and the stream's encoder on the codec CPUs; the event loop's thread keeps every CPU."""
+    camera's reader and the stream's encoder on the codec CPUs; the event loop's thread keeps every CPU. `auto`
+    starts pinned, and one camera is far too little load to change that (tests/test_cpu_split.py changes it);
+    /metrics says whether the threads are pinned."""
 
-    async def scenario() -> dict[str, frozenset[int]]:
-        overrides = {"port": free_port(), "data_dir": tmp_path, "pin_threads": pinned}
+    async def scenario() -> tuple[dict[str, frozenset[int]], str]:
+        overrides = {"port": free_port(), "data_dir": tmp_path, "pin_threads": mode}
         async with (
             serving(load_config(overrides=overrides)) as running,
             aiohttp.ClientSession(running.url) as http,
@@ -101,17 +103,21 @@ def test_the_service_pins_its_threads_only_when_asked(
                 return bool(state["frames_processed"] > 0)
 
             await until(processing, 30, "frames processed")
+            async with http.get("/metrics") as response:
+                metrics = await response.text()
             return {
                 thread.name.split("-")[0] if "-" in thread.name else thread.name: frozenset(
                     os.sched_getaffinity(thread.native_id or 0)
                 )
                 for thread in threading.enumerate()
                 if thread.name.startswith(("worker-", "classifier-", "rtsp-read-", "encoder-", "MainThread"))
-            }
+            }, metrics
 
-    affinity = asyncio.run(scenario())
+    affinity, metrics = asyncio.run(scenario())
     split = CpuSplit.of(ALL_CPUS)
     assert split is not None
+    pinned = mode != "off"
+    assert f"fakeweb_threads_pinned {1.0 if pinned else 0.0}" in metrics
     model, codec = (split.model, split.codec) if pinned else (ALL_CPUS, ALL_CPUS)
     assert affinity == {
         "worker": model,

@@ -156,7 +156,7 @@ def test_kernels_without_optional_parts(clip: Path, tiny_package: Path, tmp_path
 def test_live_runs_paced_streams_through_the_service(clip: Path, tiny_package: Path, tmp_path: Path) -> None:
     stdout, report = bench(
         "live", clip, tiny_package, tmp_path, "--streams", "2", "--viewers", "2", "--seconds", "1.5",
-        "--warmup", "1", "--window", "0.5",
+        "--warmup", "1", "--window", "0.5", "--pin-threads", "on",
     )  # fmt: skip
     check_header(stdout, report, "live")
     assert report["settings"]["streams"] == 2 and report["settings"]["mesh_for"] == "all"
@@ -179,6 +179,9 @@ def test_live_runs_paced_streams_through_the_service(clip: Path, tiny_package: P
     assert set(report["results"]["stages"]) == {*STAGES, "total"}
     process = report["results"]["process"]
     assert process["cpu_percent"] > 0 and process["rss_mib_max"] > 0
+    can_pin = len(os.sched_getaffinity(0)) >= 2
+    assert process["pinned_percent"] == pytest.approx(100.0 if can_pin else 0.0, abs=0.1)
+    assert process["pin_switches"] == 0  # "on" is a fixed split
     assert report["results"]["samples"] and report["results"]["thread_cpu_seconds"]["worker"] > 0
     assert len(rows(report, "Over time")) == 3
 
@@ -241,7 +244,7 @@ def test_overhead_sets_the_pipeline_against_its_kernels(
     assert results["in_order_over_alone"]["cpu"] == pytest.approx(in_order / alone - 1, abs=1e-3)
     assert results["pipeline_over_in_order"]["cpu"] == pytest.approx(measured / in_order - 1, abs=1e-3)
     pinned = len(os.sched_getaffinity(0)) >= 2  # pinning by role needs two CPUs
-    threaded = ["live_threads", *(["live_threads_pinned"] if pinned else [])]  # as served, with pin_threads
+    threaded = ["live_threads_unpinned", *(["live_threads_pinned", "live_threads_auto"] if pinned else [])]
     for name in threaded:
         threads = results[name]
         assert threads["frames"] == threads["kernel_calls"]["decode"] == 20
@@ -258,8 +261,8 @@ def test_overhead_sets_the_pipeline_against_its_kernels(
         "untimed glue",
         "total wall",
         "total CPU",
-        "live threads CPU",
-        *(["live threads, pinned CPU"] if pinned else []),
+        "live threads, unpinned CPU",
+        *(["live threads, pinned CPU", "live threads, auto CPU"] if pinned else []),
     ]
     assert "overhead over the sum of the kernels alone" in stdout and "threaded as the live path" in stdout
     assert "run in the pipeline's order" in stdout

@@ -146,8 +146,10 @@ def test_reliability_settings_come_from_the_environment_or_toml(tmp_path: Path) 
             "FAKEWEB_RTSP_STALL_SECONDS": "1.5",
             "FAKEWEB_CONNECT_TIMEOUT_SECONDS": "3",
             "FAKEWEB_MAX_PARALLEL_FRAMES": "2",
+            "FAKEWEB_PIN_THREADS": "off",
         }
     )
+    assert config.pin_threads == "off" and load_config(environ={}).pin_threads == "auto"
     assert config.rtsp_backoff_seconds == (0.2, 0.5, 1.0)
     assert (config.rtsp_stall_seconds, config.connect_timeout_seconds, config.max_parallel_frames) == (
         1.5,
@@ -171,6 +173,7 @@ def test_reliability_settings_come_from_the_environment_or_toml(tmp_path: Path) 
         ("RTSP_STALL_SECONDS", "0"),
         ("CONNECT_TIMEOUT_SECONDS", "inf"),
         ("MAX_PARALLEL_FRAMES", "-1"),
+        ("PIN_THREADS", "true"),  # a mode: auto, on or off
     ],
 )
 def test_invalid_reliability_settings_are_refused(name: str, value: str) -> None:

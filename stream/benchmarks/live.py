@@ -87,14 +87,38 @@ class Recording:
 
 class RecordingMetrics(Metrics):
     """The service's metrics, also recording worker stage times (per processed frame), encode times (per encoded
-    frame, all streams) and each stream's capture-to-encoded latency."""
+    frame, all streams), each stream's capture-to-encoded latency, and when the threads were pinned."""
 
     def __init__(self, recording: Recording) -> None:
         super().__init__()
         self.recording = recording
         self.stages = {stage: Histogram() for stage in (*STAGES, "total")}
         self.ready_latency: dict[str, Histogram] = defaultdict(Histogram)
+        self.pin_changes: list[tuple[float, bool]] = []
+        """(monotonic time, pinned) at each change of the CPU split, the first when the service starts."""
         self._lock = threading.Lock()
+
+    def set_threads_pinned(self, pinned: bool) -> None:
+        super().set_threads_pinned(pinned)
+        self.pin_changes.append((time.monotonic(), pinned))
+
+    def pinned_seconds(self) -> float:
+        """Seconds of the measured span during which the threads were pinned by role."""
+        begin, end = self.recording.begin, self.recording.end
+        assert begin is not None and end is not None
+        total = 0.0
+        for (at, pinned), (until, _) in zip(
+            self.pin_changes, [*self.pin_changes[1:], (end, False)], strict=True
+        ):
+            if pinned:
+                total += max(0.0, min(until, end) - max(at, begin))
+        return total
+
+    def pin_switches(self) -> int:
+        """Changes of the CPU split during the measured span."""
+        begin, end = self.recording.begin, self.recording.end
+        assert begin is not None and end is not None
+        return sum(1 for at, _ in self.pin_changes[1:] if begin <= at < end)
 
     def observe_stages(self, times: StageTimes) -> None:
         super().observe_stages(times)
@@ -479,6 +503,8 @@ def _process_table(run: _Run, frames: float) -> tuple[Table, dict[str, Any]]:
         "rss_mib_max": round(max(rss), 1) if rss else None,
         "rss_mib_per_minute": None if slope is None else round(slope, 2),
         "encode": timing.to_dict(),
+        "pinned_percent": round(100.0 * run.metrics.pinned_seconds() / run.duration, 1),
+        "pin_switches": run.metrics.pin_switches(),
     }
     table = Table("Process", ["measure", "value"])
     table.add("CPU % (100 = one core)", process["cpu_percent"])
@@ -489,6 +515,11 @@ def _process_table(run: _Run, frames: float) -> tuple[Table, dict[str, Any]]:
     )
     table.add("RSS slope MiB/min", process["rss_mib_per_minute"])
     table.add("VP8 encode wall ms mean / p99 (per stream frame)", f"{timing.mean:.2f} / {timing.p99:.2f}")
+    table.add(
+        f"threads pinned by role, % of the time (pin_threads {run.settings.config.pin_threads})",
+        process["pinned_percent"],
+    )
+    table.add("switches of the CPU split", process["pin_switches"])
     return table, process
 
 

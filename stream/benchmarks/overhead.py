@@ -3,8 +3,9 @@
 One stream runs unpaced through `StreamPipeline`, each time after `warmup` untimed frames (the kernels alone are
 timed warm too): on this thread, decoding as FileSource does and publishing and VP8-encoding each frame as the
 live path does; then threaded as the live path runs it (`threaded.run_threaded`: decode thread, worker, the
-stream's encoder thread; process CPU time of all threads), without and, given two CPUs, with the threads pinned
-by role as `pin_threads` pins the service's (`stream.affinity`). The runs record which kernels each frame ran
+stream's encoder thread; process CPU time of all threads), unpinned and, given two CPUs, pinned by role as
+`pin_threads = "on"` pins the service's (`stream.affinity`) and as served by default (`"auto"`: pinned while the
+load allows, `stream.cpu_split`). The runs record which kernels each frame ran
 (detector runs, faces cropped, classifier calls by batch size, FaceMesh inferences, faces drawn with a mesh or a
 box, frames encoded). Then, without the pipeline:
 - alone: each kernel is timed back to back (as in `kernels`); the expected cost of a frame is the sum of the
@@ -41,6 +42,7 @@ from stream.benchmarks.calls import (
 from stream.benchmarks.procstat import cpu_seconds
 from stream.benchmarks.report import Report, Table, pipeline_settings, time_kernel
 from stream.benchmarks.threaded import run_threaded
+from stream.cpu_split import CpuSplitter
 from stream.file_source import FileSource
 from stream.overlay import OverlayConfig, wants_mesh
 from stream.pipeline import FrameResult, PipelineConfig, StreamPipeline
@@ -159,10 +161,11 @@ def run_live_threads(
     classifier: Classifier,
     frames: int,
     warmup: int,
-    split: CpuSplit | None = None,
-) -> tuple[Counter[str], float]:
-    """The kernel calls and process CPU seconds of `frames` frames after `warmup`, threaded as the live path
-    (decode thread, worker, the stream's encoder thread: `threaded.run_threaded`), pinned by `split` if given."""
+    pin: str = "off",
+) -> tuple[Counter[str], float, int]:
+    """The kernel calls, process CPU seconds and pin switches of `frames` frames after `warmup`, threaded as the
+    live path (decode thread, worker, the stream's encoder thread: `threaded.run_threaded`), its threads pinned
+    by role as the `pin` setting of `pin_threads` would (`on`, `off` or `auto`) on this process's CPUs."""
     counting = _CountingClassifier(classifier)
     pipeline = StreamPipeline("bench", config, counting)
     record = _CallRecorder(pipeline, counting, config.overlay)
@@ -173,14 +176,21 @@ def run_live_threads(
         if result.index >= warmup:
             counts.update(calls)
 
-    pin_threads(split)
+    cpus = frozenset(os.sched_getaffinity(0))
+    splitter = CpuSplitter(cpus) if pin == "auto" else None
+    if splitter is not None:
+        splitter.start()
+    elif pin == "on":
+        pin_threads(CpuSplit.of(cpus))
     try:
         run = run_threaded(clip, frames, pipeline, warmup, on_processed)
     finally:
+        if splitter is not None:
+            splitter.stop()
         pin_threads(None)
         pipeline.close()
     counts["decode"], counts["encode"] = run.processed, len(run.delivered)
-    return counts, run.cpu_seconds
+    return counts, run.cpu_seconds, 0 if splitter is None else splitter.switches
 
 
 def replay_in_order(
@@ -231,13 +241,11 @@ def run_overhead(
     report = Report("overhead", {**pipeline_settings(clip, config, classifier, max_frames), "warmup": warmup})
     run = run_pipeline(clip, config, classifier, max_frames, warmup)
     counts = run.counts()
-    threaded = {"live threads": run_live_threads(clip, config, classifier, max_frames, warmup)}
-    split = CpuSplit.of(os.sched_getaffinity(0))
-    if split is not None:
-        threaded["live threads, pinned"] = run_live_threads(
-            clip, config, classifier, max_frames, warmup, split
-        )
-    every_count = sum((calls for calls, _ in threaded.values()), counts)
+    threaded = {"live threads, unpinned": run_live_threads(clip, config, classifier, max_frames, warmup)}
+    if CpuSplit.of(os.sched_getaffinity(0)) is not None:
+        for pin, name in (("on", "live threads, pinned"), ("auto", "live threads, auto")):
+            threaded[name] = run_live_threads(clip, config, classifier, max_frames, warmup, pin)
+    every_count = sum((calls for calls, _, _ in threaded.values()), counts)
     n = run.frames
     makers = _kernel_makers(load_inputs(clip, 60, config.crop), config, classifier, every_count)
     alone = {name: kernel_cost(makers[name], repeat) for name in every_count}
@@ -247,7 +255,9 @@ def run_overhead(
         sum(counts[name] * cost.cpu for name, cost in alone.items()) / n,
     )
     measured = Cost(1000.0 * sum(run.walls) / n, 1000.0 * run.cpu_seconds / n)
-    threads = {name: _threaded_cost(calls, cpu, alone) for name, (calls, cpu) in threaded.items()}
+    threads = {
+        name: _threaded_cost(calls, cpu, alone, switches) for name, (calls, cpu, switches) in threaded.items()
+    }
     overhead = {"wall": _percent(measured.wall, summed.wall), "cpu": _percent(measured.cpu, summed.cpu)}
     in_order_over_alone = {
         "wall": _percent(in_order.wall, summed.wall),
@@ -264,7 +274,9 @@ def run_overhead(
         "overhead over the sum of the kernels alone (target <= 15 %), CPU: "
         + "; ".join(
             f"{name.replace('live threads', 'threaded as the live path')} {100 * cost['overhead_cpu']:.1f} %"
-            f" ({cost['cpu_ms_per_frame']:.2f} ms measured, {cost['kernels_cpu_ms_per_frame']:.2f} ms kernels)"
+            f" ({cost['cpu_ms_per_frame']:.2f} ms measured, {cost['kernels_cpu_ms_per_frame']:.2f} ms kernels"
+            + (f", {cost['pin_switches']} switches of the split" if name.endswith("auto") else "")
+            + ")"
             for name, cost in threads.items()
         )
         + f"; on one thread {100 * overhead['cpu']:.1f} % ({measured.cpu:.2f} ms measured,"
@@ -294,8 +306,11 @@ def run_overhead(
     return report.finish()
 
 
-def _threaded_cost(calls: Counter[str], cpu_seconds: float, alone: dict[str, Cost]) -> dict[str, Any]:
-    """A threaded run's frames, kernel calls, CPU ms per frame measured and of its kernels alone, overhead.
+def _threaded_cost(
+    calls: Counter[str], cpu_seconds: float, alone: dict[str, Cost], switches: int
+) -> dict[str, Any]:
+    """A threaded run's frames, kernel calls, CPU ms per frame measured and of its kernels alone, overhead, and
+    how often its CPU split changed (`auto` only).
 
     A frame replaced in the encoder's slot was published (converted to yuv420p) but not encoded: its publish is
     in the measured CPU but not in the kernels' sum, which overstates the overhead by that little.
@@ -310,6 +325,7 @@ def _threaded_cost(calls: Counter[str], cpu_seconds: float, alone: dict[str, Cos
         "cpu_ms_per_frame": round(measured, 3),
         "kernels_cpu_ms_per_frame": round(kernels, 3),
         "overhead_cpu": round(_percent(measured, kernels), 4),
+        "pin_switches": switches,
     }
 
 
