@@ -225,6 +225,7 @@ def test_dashboard_covers_the_required_views() -> None:
         "fakeweb_streams",
         "fakeweb_faces_total",
         "fakeweb_model_info",
+        "fakeweb_threads_pinned",
     ):
         assert needed in queries, needed
     for quantile in ("0.5", "0.95", "0.99"):
