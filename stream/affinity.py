@@ -116,30 +116,33 @@ def _set_name(name: str) -> str | None:
     return previous
 
 
-@contextmanager
-def role(name: Role) -> Iterator[None]:
-    """Run the calling thread in a role while inside: named by it, and pinned to its CPUs given a split.
+def _pin_self(name: Role) -> set[int] | None:
+    """Pin the calling thread to its role's CPUs in the current split; returns the CPUs it had, None if unpinned.
 
     A thread that cannot be pinned (a CPU set the system refuses) logs a warning and runs unpinned.
     """
-    previous_name = _set_name(_TAGS[name] + threading.current_thread().name)
+    split = _split
+    if split is None:
+        return None
+    previous = os.sched_getaffinity(0)
     try:
-        split = _split
-        if split is None:
-            yield
-            return
-        previous = os.sched_getaffinity(0)
-        try:
-            os.sched_setaffinity(0, split.cpus(name))
-        except OSError as exc:
-            logger.warning("cannot pin a %s thread to CPUs %s: %s", name, sorted(split.cpus(name)), exc)
-            yield
-            return
-        try:
-            yield
-        finally:
-            os.sched_setaffinity(0, previous)
+        os.sched_setaffinity(0, split.cpus(name))
+    except OSError as exc:
+        logger.warning("cannot pin a %s thread to CPUs %s: %s", name, sorted(split.cpus(name)), exc)
+        return None
+    return previous
+
+
+@contextmanager
+def role(name: Role) -> Iterator[None]:
+    """Run the calling thread in a role while inside: named by it, and pinned to its CPUs given a split."""
+    previous_name = _set_name(_TAGS[name] + threading.current_thread().name)
+    previous_cpus = _pin_self(name)
+    try:
+        yield
     finally:
+        if previous_cpus is not None:
+            os.sched_setaffinity(0, previous_cpus)
         if previous_name is not None:
             _set_name(previous_name)
 

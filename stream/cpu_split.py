@@ -10,14 +10,14 @@ each role's CPUs were (`RoleLoad`); `should_pin` decides and `affinity.repin` mo
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from stream.affinity import ROLES, CpuSplit, Role, repin, role_threads
+from stream.affinity import ROLES, CpuSplit, Role, pin_threads, repin, role_threads
+from stream.procfs import cpu_busy_seconds, stat_cpu_seconds
 
 logger = logging.getLogger(__name__)
 
@@ -31,9 +31,7 @@ DEFAULT_PERIOD = 2.0
 PIN_AGAIN_AFTER = 15
 """Shared, the roles are pinned again only once they have fitted for this many periods in a row (30 s by
 default): sharing is immediate, to keep capacity; pinning waits, so that a load on the edge does not flap."""
-_TICK = float(os.sysconf("SC_CLK_TCK"))
 _TASKS = Path("/proc/self/task")
-_STAT = Path("/proc/stat")
 
 
 @dataclass(frozen=True)
@@ -71,18 +69,6 @@ def should_pin(pinned: bool, load: RoleLoad, split: CpuSplit) -> bool:
     return not any(starved[name] and room[other] for name, other in (ROLES, ROLES[::-1]))
 
 
-def cpu_busy_seconds() -> dict[int, float]:
-    """Seconds each CPU of the machine has been busy (not idle nor waiting for I/O), from /proc/stat."""
-    busy: dict[int, float] = {}
-    for line in _STAT.read_text().splitlines():
-        name, *values = line.split()
-        if not name.startswith("cpu") or name == "cpu":
-            continue
-        ticks = [int(value) for value in values[:8]]  # user nice system idle iowait irq softirq steal
-        busy[int(name[3:])] = (sum(ticks) - ticks[3] - ticks[4]) / _TICK
-    return busy
-
-
 class RoleClock:
     """Each role's seconds on a CPU and waiting for one, summed over its threads (ended ones included), and the
     busy seconds of each role's CPUs in `split`. A thread that starts and ends between two reads is not seen."""
@@ -101,8 +87,7 @@ class RoleClock:
                 waited = int((_TASKS / str(tid) / "schedstat").read_text().split()[1]) / 1e9
             except (OSError, IndexError, ValueError):
                 continue  # it ended while we read: its last figures go to the ended ones below
-            fields = stat[stat.rindex(")") + 2 :].split()
-            current[tid] = (name, (int(fields[11]) + int(fields[12])) / _TICK, waited)
+            current[tid] = (name, stat_cpu_seconds(stat), waited)
         for tid, (name, ran, waited) in self._threads.items():
             if tid not in current:
                 ended_ran, ended_waited = self._ended[name]
@@ -199,3 +184,27 @@ class CpuSplitter:
                 self.switches += 1
                 if self._on_change is not None:
                     self._on_change(pinned, load)
+
+
+def start_pinning(
+    mode: str, cpus: frozenset[int], on_change: Callable[[bool, RoleLoad], None] | None = None
+) -> CpuSplitter | None:
+    """Pin this process's role threads as the `pin_threads` mode says, over `cpus`: `on` a fixed split for the
+    threads that enter a role from now on, `auto` a started `CpuSplitter` (returned, with `on_change`), `off`,
+    or fewer than two CPUs, nothing. `stop_pinning` undoes it."""
+    split = CpuSplit.of(cpus)
+    if mode == "off" or split is None:
+        return None
+    if mode == "on":
+        pin_threads(split)
+        return None
+    splitter = CpuSplitter(cpus, on_change=on_change)
+    splitter.start()
+    return splitter
+
+
+def stop_pinning(splitter: CpuSplitter | None) -> None:
+    """Undo `start_pinning`: stop the splitter if there is one; threads entering a role are no longer pinned."""
+    if splitter is not None:
+        splitter.stop()
+    pin_threads(None)

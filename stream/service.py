@@ -25,11 +25,11 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from models.detector import DetectorConfig
 from models.errors import FakewebError
-from stream.affinity import CpuSplit, pin_threads
+from stream.affinity import CpuSplit
 from stream.batcher import ClassifierBatcher
 from stream.cameras import Camera, CameraList
 from stream.config import ServiceConfig
-from stream.cpu_split import CpuSplitter, RoleLoad
+from stream.cpu_split import CpuSplitter, RoleLoad, start_pinning, stop_pinning
 from stream.encoder import EncoderSettings
 from stream.feed import AnnotatedFeed
 from stream.frames import Frame
@@ -156,11 +156,8 @@ async def _close_quietly(peer: RTCPeerConnection) -> None:
 
 
 def _pin_by_role(mode: str, on_change: Callable[[bool], None]) -> CpuSplitter | None:
-    """Start pinning the service's threads by role over the CPUs this process may use (`pin_threads`).
-
-    `on`: a fixed split, set before any thread starts. `auto`: a `CpuSplitter` that follows the load, returned
-    so the service can stop it. Below two CPUs there is nothing to split.
-    """
+    """Start pinning the service's threads by role over the CPUs this process may use (`pin_threads`): logs the
+    split, reports the state to `on_change` now and at each switch, and returns the `auto` mode's splitter."""
     cpus = frozenset(os.sched_getaffinity(0))
     split = CpuSplit.of(cpus)
     if mode == "off" or split is None:
@@ -175,9 +172,6 @@ def _pin_by_role(mode: str, on_change: Callable[[bool], None]) -> CpuSplitter | 
         " while the load allows" if mode == "auto" else "",
     )
     on_change(True)
-    if mode == "on":
-        pin_threads(split)
-        return None
 
     def report(pinned: bool, load: RoleLoad) -> None:
         if pinned:
@@ -186,9 +180,7 @@ def _pin_by_role(mode: str, on_change: Callable[[bool], None]) -> CpuSplitter | 
             logger.info("a role starves while the other has room: threads share every CPU (%s)", load)
         on_change(pinned)
 
-    splitter = CpuSplitter(cpus, on_change=report)
-    splitter.start()
-    return splitter
+    return start_pinning(mode, cpus, report)
 
 
 def face_json(face: Any) -> dict[str, Any]:
@@ -263,9 +255,7 @@ class LiveService:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self.batcher.stop()
-        if self._splitter is not None:
-            self._splitter.stop()
-        pin_threads(None)
+        stop_pinning(self._splitter)
         self.metrics.set_threads_pinned(False)
 
     @property

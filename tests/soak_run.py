@@ -34,6 +34,8 @@ from live_helpers import Client, add_camera, samples, stream, wait_for  # noqa: 
 from rtsp_server import RtspTestServer, gst_rtsp_missing  # noqa: E402
 from server_process import ServerProcess  # noqa: E402
 
+from stream.procfs import cpu_busy_seconds, stat_cpu_seconds  # noqa: E402
+
 LATENCY = "fakeweb_end_to_end_latency_seconds"
 
 
@@ -53,24 +55,12 @@ class Sample:
     """% of one core over the last period: server, soak (this process), rtsp (the camera servers), other."""
 
 
-_TICK = float(os.sysconf("SC_CLK_TCK"))
-
-
 def process_cpu_seconds(pid: int) -> float:
     """utime + stime of a process (all its threads); 0 for a process that is gone."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat_cpu_seconds(Path(f"/proc/{pid}/stat").read_text())
     except OSError:
         return 0.0
-    fields = stat[stat.rindex(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / _TICK
-
-
-def machine_busy_seconds() -> float:
-    """CPU seconds spent not idle by all CPUs of the machine (the first line of /proc/stat)."""
-    fields = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    idle = fields[3] + fields[4]  # idle + iowait
-    return (sum(fields[:8]) - idle) / _TICK
 
 
 class CpuMeter:
@@ -97,7 +87,7 @@ class CpuMeter:
             "server": process_cpu_seconds(self.server_pid),
             "soak": times.user + times.system,
             "rtsp": self._rtsp_seconds(),
-            "machine": machine_busy_seconds(),
+            "machine": sum(cpu_busy_seconds().values()),
         }
 
     def percent(self, seconds: float) -> dict[str, float]:

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from models.classifier import Classifier
-from stream.affinity import CpuSplit, pin_threads
+from stream.affinity import CpuSplit
 from stream.benchmarks.calls import (
     Call,
     Inputs,
@@ -42,7 +42,7 @@ from stream.benchmarks.calls import (
 from stream.benchmarks.procstat import cpu_seconds
 from stream.benchmarks.report import Report, Table, pipeline_settings, time_kernel
 from stream.benchmarks.threaded import run_threaded
-from stream.cpu_split import CpuSplitter
+from stream.cpu_split import start_pinning, stop_pinning
 from stream.file_source import FileSource
 from stream.overlay import OverlayConfig, wants_mesh
 from stream.pipeline import FrameResult, PipelineConfig, StreamPipeline
@@ -176,18 +176,11 @@ def run_live_threads(
         if result.index >= warmup:
             counts.update(calls)
 
-    cpus = frozenset(os.sched_getaffinity(0))
-    splitter = CpuSplitter(cpus) if pin == "auto" else None
-    if splitter is not None:
-        splitter.start()
-    elif pin == "on":
-        pin_threads(CpuSplit.of(cpus))
+    splitter = start_pinning(pin, frozenset(os.sched_getaffinity(0)))
     try:
         run = run_threaded(clip, frames, pipeline, warmup, on_processed)
     finally:
-        if splitter is not None:
-            splitter.stop()
-        pin_threads(None)
+        stop_pinning(splitter)
         pipeline.close()
     counts["decode"], counts["encode"] = run.processed, len(run.delivered)
     return counts, run.cpu_seconds, 0 if splitter is None else splitter.switches

@@ -13,22 +13,17 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-_TICK = float(os.sysconf("SC_CLK_TCK"))
+from stream.procfs import stat_cpu_seconds
+
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 _PROC = Path("/proc/self")
 _GROUPS = ("worker-", "encoder-", "rtsp-read-", "rtsp-watch-", "feeder-", "asyncio_", "ThreadPoolExecutor-")
 """Thread name prefixes whose threads are counted together (one thread per stream or per pool slot)."""
 
 
-def _ticks(stat_line: str) -> float:
-    """utime + stime seconds from a /proc stat line (fields after the parenthesised command name)."""
-    fields = stat_line[stat_line.rindex(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / _TICK
-
-
 def cpu_seconds() -> float:
     """CPU seconds (user + system) used by this process so far, all threads."""
-    return _ticks((_PROC / "stat").read_text())
+    return stat_cpu_seconds((_PROC / "stat").read_text())
 
 
 def rss_bytes() -> int:
@@ -65,7 +60,7 @@ def thread_cpu_seconds() -> dict[str, float]:
     totals: dict[str, float] = defaultdict(float)
     for task in (_PROC / "task").iterdir():
         try:
-            seconds = _ticks((task / "stat").read_text())
+            seconds = stat_cpu_seconds((task / "stat").read_text())
         except (OSError, ValueError):
             continue  # the thread ended while we read
         totals[named.get(int(task.name), "native")] += seconds
