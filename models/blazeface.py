@@ -75,27 +75,41 @@ def decode(
     return RawFaces(boxes.astype(np.float32), scores[keep].astype(np.float32), keypoints.astype(np.float32))
 
 
+def suppression_clusters(faces: RawFaces, iou_threshold: float = SUPPRESSION_IOU) -> list[np.ndarray]:
+    """MediaPipe's clustering for non-max suppression: index arrays into `faces`, best cluster first.
+
+    Greedily around the highest remaining score: every remaining candidate whose box overlaps it by IoU above
+    `iou_threshold` joins its cluster (itself first). The box coordinates may be normalised or in pixels (IoU
+    does not change under a uniform scale and shift).
+    """
+    order = np.argsort(-faces.scores, kind="stable")
+    boxes = faces.boxes[order]
+    remaining = np.ones(len(order), dtype=bool)
+    clusters: list[np.ndarray] = []
+    for first in range(len(order)):
+        if not remaining[first]:
+            continue
+        members = remaining & (_iou(boxes[first], boxes) > iou_threshold)
+        members[first] = False
+        cluster = np.concatenate([[first], np.flatnonzero(members)])
+        clusters.append(order[cluster])
+        remaining[cluster] = False
+    return clusters
+
+
 def weighted_nms(faces: RawFaces, iou_threshold: float = SUPPRESSION_IOU) -> RawFaces:
     """MediaPipe's weighted non-max suppression: each kept face is the score-weighted mean of its cluster.
 
-    Clusters are formed greedily around the highest remaining score by IoU > `iou_threshold`; the cluster keeps
-    its best score. Output is ordered by score, highest first.
+    Clusters as `suppression_clusters`; the cluster keeps its best score. Output is ordered by score, highest
+    first.
     """
-    order = np.argsort(-faces.scores, kind="stable")
-    boxes, scores, keypoints = faces.boxes[order], faces.scores[order], faces.keypoints[order]
-    remaining = np.ones(len(scores), dtype=bool)
     kept_boxes, kept_scores, kept_keypoints = [], [], []
-    for first in range(len(scores)):
-        if not remaining[first]:
-            continue
-        cluster = remaining & (_iou(boxes[first], boxes) > iou_threshold)
-        cluster[first] = True
-        weights = scores[cluster][:, None]
+    for cluster in suppression_clusters(faces, iou_threshold):
+        weights = faces.scores[cluster][:, None]
         total = float(weights.sum())
-        kept_boxes.append((boxes[cluster] * weights).sum(axis=0) / total)
-        kept_keypoints.append((keypoints[cluster] * weights[:, :, None]).sum(axis=0) / total)
-        kept_scores.append(scores[first])
-        remaining &= ~cluster
+        kept_boxes.append((faces.boxes[cluster] * weights).sum(axis=0) / total)
+        kept_keypoints.append((faces.keypoints[cluster] * weights[:, :, None]).sum(axis=0) / total)
+        kept_scores.append(faces.scores[cluster[0]])
     if not kept_scores:
         return RawFaces(
             np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros((0, NUM_KEYPOINTS, 2), np.float32)

@@ -8,7 +8,7 @@ from typing import Literal
 import cv2
 import numpy as np
 
-from models.blazeface import FULL_RANGE, SHORT_RANGE, anchor_centres, decode, weighted_nms
+from models.blazeface import FULL_RANGE, SHORT_RANGE, RawFaces, anchor_centres, decode, weighted_nms
 from models.bundled import FACE_DETECTION_FULL_RANGE, FACE_DETECTION_SHORT_RANGE, BundledModel
 from models.geometry import Box, Detection
 
@@ -46,6 +46,22 @@ class FaceDetector:
     def detect(self, image: np.ndarray) -> list[Detection]:
         """Faces in an (H, W, 3) uint8 RGB image, boxes clipped to the image, highest score first."""
         height, width = image.shape[:2]
+        faces = weighted_nms(self.candidates(image))
+        detections: list[Detection] = []
+        for box, score, keypoints in zip(faces.boxes, faces.scores, faces.keypoints, strict=True):
+            x1, y1 = max(0.0, float(box[0])), max(0.0, float(box[1]))
+            x2, y2 = min(float(width), float(box[2])), min(float(height), float(box[3]))
+            if x2 - x1 < 2 or y2 - y1 < 2:
+                continue
+            detections.append(Detection(Box(x1, y1, x2, y2), float(min(1.0, score)), keypoints))
+        return detections
+
+    def candidates(self, image: np.ndarray) -> RawFaces:
+        """Every candidate box scoring at least the threshold, before suppression, in image pixels (unclipped).
+
+        `detect` is these after MediaPipe's weighted non-max suppression (`models.blazeface.weighted_nms`).
+        """
+        height, width = image.shape[:2]
         size = self._spec.input_size
         # The square of the frame's longer side around its centre, mapped corner to corner onto the input as
         # MediaPipe's ImageToTensorCalculator does: the same sampling, so the same detections.
@@ -67,18 +83,13 @@ class FaceDetector:
         regressors = next(out for out in outputs if out.shape[-1] == 16)
         logits = next(out for out in outputs if out.shape[-1] == 1)
         min_score = max(self.config.min_confidence, self._spec.min_score)
-        faces = weighted_nms(decode(regressors[0], logits[0], self._anchors, size, min_score))
-        detections: list[Detection] = []
-        for box, score, keypoints in zip(faces.boxes, faces.scores, faces.keypoints, strict=True):
-            x1, y1 = box[:2] * side + origin
-            x2, y2 = box[2:] * side + origin
-            x1, y1 = max(0.0, float(x1)), max(0.0, float(y1))
-            x2, y2 = min(float(width), float(x2)), min(float(height), float(y2))
-            if x2 - x1 < 2 or y2 - y1 < 2:
-                continue
-            points = (keypoints * side + origin).astype(np.float32)
-            detections.append(Detection(Box(x1, y1, x2, y2), float(min(1.0, score)), points))
-        return detections
+        faces = decode(regressors[0], logits[0], self._anchors, size, min_score)
+        corners = np.tile(origin, 2)
+        return RawFaces(
+            (faces.boxes * side + corners).astype(np.float32),
+            faces.scores,
+            (faces.keypoints * side + origin).astype(np.float32),
+        )
 
     def close(self) -> None:
         """Free the model's memory (a later `detect` loads it again)."""

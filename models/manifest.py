@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 from models.errors import ModelPackageError
 from models.preprocess import CropSpec
@@ -22,7 +23,13 @@ NORMALISATION = "rgb float32 in [0, 255]; scaling is a layer inside the model"
 class Manifest:
     """The package's declaration: identity, the preprocessing it expects, its threshold, metrics and provenance.
 
-    `files` maps each file's path relative to the package folder to its sha256 hex digest.
+    `files` maps each file's path relative to the package folder to its sha256 hex digest. `threshold` is the
+    decision threshold in the space of the model's output. `calibration`, optional (older packages have none),
+    describes how that output was calibrated, e.g. `{"method": "platt", "slope": a, "intercept": b, "applied":
+    "inside the model ...", "false_alarm_rate": 0.01, "fitted_on": "validation ..."}`: the model outputs
+    calibrated probabilities (the calibration is folded into its last layer) and the threshold was chosen on
+    them, so serving applies nothing more; the object is informational. When present it needs a non-empty
+    `method`; a Platt calibration needs finite `slope` and `intercept`; a `false_alarm_rate` is in [0, 1].
     """
 
     version: str
@@ -35,6 +42,7 @@ class Manifest:
     metrics: dict[str, Any] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
+    calibration: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if not self.version:
@@ -43,11 +51,15 @@ class Manifest:
             raise ModelPackageError(f"manifest: threshold must be in (0, 1), got {self.threshold}")
         if not self.files:
             raise ModelPackageError("manifest: 'files' lists no files")
+        if self.calibration is not None:
+            _check_calibration(self.calibration)
 
     def to_json(self) -> str:
         data = asdict(self)
         data["input"] = {"size": self.crop.size, "margin": self.crop.margin, "channels": 3, "color": "RGB"}
         del data["crop"]
+        if self.calibration is None:
+            del data["calibration"]  # a package without one keeps the manifest older readers know
         return json.dumps(data, indent=2, sort_keys=True) + "\n"
 
     @staticmethod
@@ -74,11 +86,41 @@ class Manifest:
                 normalisation=str(data.get("normalisation", NORMALISATION)),
                 metrics=dict(data.get("metrics", {})),
                 provenance=dict(data.get("provenance", {})),
+                calibration=_calibration(data.get("calibration")),
             )
         except KeyError as exc:
             raise ModelPackageError(f"{source}: missing field {exc}") from exc
         except (TypeError, ValueError) as exc:
             raise ModelPackageError(f"{source}: invalid field ({exc})") from exc
+
+
+def _calibration(value: Any) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise ModelPackageError(f"manifest: calibration must be an object, got {value!r}")
+    return dict(value)
+
+
+def _check_calibration(calibration: Any) -> None:
+    if not isinstance(calibration, dict):
+        raise ModelPackageError(f"manifest: calibration must be an object, got {calibration!r}")
+    method = calibration.get("method")
+    if not isinstance(method, str) or not method:
+        raise ModelPackageError(f"manifest: calibration needs a 'method', got {method!r}")
+    if method == "platt":
+        for name in ("slope", "intercept"):
+            value = calibration.get(name)
+            if not (_is_number(value) and math.isfinite(value)):
+                raise ModelPackageError(f"manifest: platt calibration needs a finite '{name}', got {value!r}")
+    if "false_alarm_rate" in calibration:
+        rate = calibration["false_alarm_rate"]
+        if not _is_number(rate) or not 0.0 <= rate <= 1.0:
+            raise ModelPackageError(f"manifest: calibration false_alarm_rate must be in [0, 1], got {rate!r}")
+
+
+def _is_number(value: Any) -> TypeGuard[float]:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def sha256_file(path: Path) -> str:

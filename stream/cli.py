@@ -65,6 +65,29 @@ def open_unit_float(text: str) -> float:
     return value
 
 
+def unit_float(text: str) -> float:
+    """argparse type: a number in (0, 1]."""
+    value = _number(text)
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {value}")
+    return value
+
+
+def band_float(text: str) -> float:
+    """argparse type: a number in [0, 1)."""
+    value = _number(text)
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {value}")
+    return value
+
+
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+
+
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("model")
     group.add_argument(
@@ -91,7 +114,42 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
         help="run FaceMesh every N processed frames; between runs each mesh follows its box",
     )
     group.add_argument(
-        "--classify-every", type=positive_int, default=10, help="re-classify each face every K frames"
+        "--classify-every",
+        type=positive_int,
+        default=ScoringConfig.classify_every,
+        help="re-classify each face every K frames",
+    )
+    scoring = parser.add_argument_group("verdicts (docs/operations.md, stream/scoring.py)")
+    scoring.add_argument(
+        "--ema-alpha",
+        type=unit_float,
+        default=ScoringConfig.ema_alpha,
+        help="weight of the newest sample in a face's smoothed score, in (0, 1] (default %(default)s)",
+    )
+    scoring.add_argument(
+        "--min-samples",
+        type=positive_int,
+        default=ScoringConfig.min_samples,
+        help="classifier samples before a face gets a verdict; unknown until then (default %(default)s)",
+    )
+    scoring.add_argument(
+        "--manipulated-after",
+        type=positive_int,
+        default=ScoringConfig.manipulated_after,
+        help="samples in a row at or above the threshold before 'manipulated' (default %(default)s)",
+    )
+    scoring.add_argument(
+        "--suspect-band",
+        type=band_float,
+        default=ScoringConfig.suspect_band,
+        help="suspect band below the threshold, as a fraction of it (default %(default)s)",
+    )
+    scoring.add_argument(
+        "--hysteresis-band",
+        type=band_float,
+        default=ScoringConfig.hysteresis_band,
+        help="how far below the suspect band a flagged face must fall to be real again, as a fraction of "
+        "the threshold (default %(default)s)",
     )
     group.add_argument(
         "--mesh-for",
@@ -118,9 +176,25 @@ def pipeline_config(args: argparse.Namespace, classifier: Classifier) -> Pipelin
         detector=DetectorConfig(range=args.detector_range, min_confidence=args.min_confidence),
         detect_every=args.detect_every,
         mesh_every=args.mesh_every,
-        scoring=ScoringConfig(threshold=manifest.threshold, classify_every=args.classify_every),
+        scoring=scoring_config(args, manifest.threshold),
         overlay=OverlayConfig(mesh_for=args.mesh_for),
     )
+
+
+def scoring_config(args: argparse.Namespace, threshold: float) -> ScoringConfig:
+    """The verdict settings of the command line for a model whose manifest gives `threshold`."""
+    try:
+        return ScoringConfig(
+            threshold=threshold,
+            classify_every=args.classify_every,
+            ema_alpha=args.ema_alpha,
+            min_samples=args.min_samples,
+            manipulated_after=args.manipulated_after,
+            suspect_band=args.suspect_band,
+            hysteresis_band=args.hysteresis_band,
+        )
+    except ValueError as exc:
+        raise FakewebError(f"verdict settings: {exc}") from exc
 
 
 def check_input(path: Path) -> None:
@@ -141,6 +215,8 @@ def check_output(path: Path, suffixes: Sequence[str] | None, input_path: Path) -
 
 
 def _run(args: argparse.Namespace) -> int:
+    # Fail before the model loads: the bands are fractions of the threshold, so valid for one means for all.
+    scoring_config(args, ScoringConfig.threshold)
     check_input(Path(args.input))
     check_output(Path(args.output), VIDEO_SUFFIXES, Path(args.input))
     if args.results:

@@ -15,6 +15,7 @@ from models.errors import FakewebError
 from models.package import DEFAULT_PACKAGE_DIR
 from stream.affinity import PIN_THREADS_MODES
 from stream.rtsp import DEFAULT_BACKOFF
+from stream.scoring import ScoringConfig
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -24,6 +25,9 @@ else:  # pragma: no cover - Python 3.10
 
 class ConfigError(FakewebError):
     """The configuration is invalid or unsafe."""
+
+
+_SCORING = ScoringConfig()
 
 
 @dataclass(frozen=True)
@@ -48,7 +52,18 @@ class ServiceConfig:
     """Run the detector on every Nth processed frame; the tracker and the mesh bridge the others."""
     mesh_every: int = 2
     """Run FaceMesh on every Nth processed frame; in between, each face's last mesh follows its box."""
-    classify_every: int = 10
+    classify_every: int = _SCORING.classify_every
+    """Classify each face every Nth frame (`stream.scoring`); the settings below decide its verdict."""
+    ema_alpha: float = _SCORING.ema_alpha
+    """Weight of the newest classifier sample in a face's smoothed score (1: no smoothing)."""
+    min_samples: int = _SCORING.min_samples
+    """Classifier samples a face needs before any verdict; it is "unknown", with no score shown, until then."""
+    manipulated_after: int = _SCORING.manipulated_after
+    """Samples in a row with the smoothed score at or above the model's threshold before "manipulated"."""
+    suspect_band: float = _SCORING.suspect_band
+    """The "suspect" band below the threshold, as a fraction of the threshold: from (1 - suspect_band) * t."""
+    hysteresis_band: float = _SCORING.hysteresis_band
+    """A flagged face is "real" again only hysteresis_band * t below the suspect band's start."""
     detector_range: str = "short"
     min_confidence: float = 0.5
     mesh_for: str = "manipulated"
@@ -89,10 +104,17 @@ class ServiceConfig:
             "detect_every",
             "mesh_every",
             "classify_every",
+            "min_samples",
+            "manipulated_after",
             "batch_max_size",
         ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1")
+        try:
+            # The bands are fractions of the threshold: settings valid for one threshold are valid for all.
+            self.scoring(_SCORING.threshold)
+        except ValueError as exc:
+            raise ConfigError(f"scoring settings: {exc}") from exc
         if self.video_bitrate_kbps < 50:
             raise ConfigError("video_bitrate_kbps must be >= 50")
         if self.pin_threads not in PIN_THREADS_MODES:
@@ -106,6 +128,18 @@ class ServiceConfig:
         for name in ("rtsp_stall_seconds", "connect_timeout_seconds"):
             if not 0 < getattr(self, name) < math.inf:
                 raise ConfigError(f"{name} must be > 0")
+
+    def scoring(self, threshold: float) -> ScoringConfig:
+        """The scoring settings for a model whose manifest gives `threshold`."""
+        return ScoringConfig(
+            threshold=threshold,
+            classify_every=self.classify_every,
+            ema_alpha=self.ema_alpha,
+            min_samples=self.min_samples,
+            manipulated_after=self.manipulated_after,
+            suspect_band=self.suspect_band,
+            hysteresis_band=self.hysteresis_band,
+        )
 
     @property
     def cameras_file(self) -> Path:

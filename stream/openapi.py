@@ -51,8 +51,21 @@ OPENAPI: dict[str, Any] = {
                 "properties": {
                     "track_id": {"type": "integer"},
                     "box": {"type": "array", "items": {"type": "number"}, "minItems": 4, "maxItems": 4},
-                    "probability": {"type": "number", "nullable": True},
-                    "verdict": {"type": "string", "enum": ["unknown", "real", "suspect", "manipulated"]},
+                    "probability": {
+                        "type": "number",
+                        "nullable": True,
+                        "minimum": 0,
+                        "maximum": 1,
+                        "description": "the face's smoothed score, the one its verdict is decided on (compare "
+                        "with the model's threshold in /readyz); null while the verdict is unknown",
+                    },
+                    "verdict": {
+                        "type": "string",
+                        "enum": ["unknown", "real", "suspect", "manipulated"],
+                        "description": "unknown until the face has `min_samples` classifier samples; manipulated "
+                        "only with the score at or above the threshold for `manipulated_after` samples in a row "
+                        "(docs/operations.md)",
+                    },
                 },
             },
             "Stream": {

@@ -35,8 +35,9 @@ _FONT_SCALE = 0.45
 class FaceOverlay:
     """What to draw for one tracked face.
 
-    `verdict` is one of `VERDICT_COLOURS` ("unknown", "real", "suspect", "manipulated"); `landmarks` are
-    (468, 2) frame pixels, or None when not computed.
+    `verdict` is one of `VERDICT_COLOURS` ("unknown", "real", "suspect", "manipulated"); `probability` is the
+    score the verdict was decided on (`stream.scoring`: the smoothed probability), None exactly when the verdict
+    is "unknown"; `landmarks` are (468, 2) frame pixels, or None when not computed.
     """
 
     track_id: int
@@ -50,6 +51,11 @@ class FaceOverlay:
             raise ValueError(f"verdict must be one of {sorted(VERDICT_COLOURS)}, got {self.verdict!r}")
         if self.probability is not None and not 0.0 <= self.probability <= 1.0:
             raise ValueError(f"probability must be in [0, 1] or None, got {self.probability}")
+        if (self.probability is None) != (self.verdict == "unknown"):
+            raise ValueError(
+                f"a face has a score exactly when its verdict is not unknown, got {self.verdict!r} with "
+                f"probability {self.probability}"
+            )
         if self.landmarks is not None and self.landmarks.shape != (NUM_LANDMARKS, 2):
             raise ValueError(f"landmarks must have shape ({NUM_LANDMARKS}, 2), got {self.landmarks.shape}")
 
@@ -139,10 +145,15 @@ def _draw_mesh(
     cv2.addWeighted(layer, opacity, region, 1.0 - opacity, 0.0, dst=region)
 
 
-def _draw_label(image: np.ndarray, face: FaceOverlay) -> None:
-    """`#<track> <probability> <verdict>` on a filled tag above the box, or inside its top if no room."""
+def label_text(face: FaceOverlay) -> str:
+    """`#<track> <probability> <verdict>`, the score with two decimals; `#<track> unknown` without a score."""
     score = "" if face.probability is None else f" {face.probability:.2f}"
-    text = f"#{face.track_id}{score} {face.verdict}"
+    return f"#{face.track_id}{score} {face.verdict}"
+
+
+def _draw_label(image: np.ndarray, face: FaceOverlay) -> None:
+    """`label_text(face)` on a filled tag above the box, or inside its top if no room."""
+    text = label_text(face)
     (text_w, text_h), baseline = cv2.getTextSize(text, _FONT, _FONT_SCALE, 1)
     x = round(face.box.x1)
     top = round(face.box.y1) - text_h - baseline - 2

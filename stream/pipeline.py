@@ -3,10 +3,17 @@
 One `StreamPipeline` per stream. It owns the stream's detector, tracker, scorer and mesher (none of which are
 thread-safe) and is called from one thread. Classification is a callable passed in, so a file run can call the
 classifier directly while the live service routes crops through its cross-stream batcher.
+
+The probability a face carries (in `FaceResult`, on the overlay label) is its smoothed score, the one its verdict
+is decided on, and None while the verdict is "unknown" (`stream.scoring`). When the model can change under the
+pipeline (hot reload), a `ScoringSource` gives the scoring settings of the model in use, checked on every frame:
+when they change (a new threshold), every track's score restarts, as the old model's evidence does not carry
+over.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -22,8 +29,12 @@ from stream.scoring import ScoringConfig, TrackScorer
 from stream.timing import StageTimes
 from stream.tracker import IouTracker, TrackerConfig, TrackState
 
+logger = logging.getLogger(__name__)
+
 ClassifyFn = Callable[[np.ndarray], np.ndarray]
 """(N, S, S, 3) uint8 crops -> (N,) probabilities that each face is manipulated."""
+ScoringSource = Callable[[], ScoringConfig]
+"""The scoring settings for the model in use now (its threshold); cheap, called once or twice per frame."""
 
 
 @dataclass(frozen=True)
@@ -72,10 +83,18 @@ class FrameResult:
 class StreamPipeline:
     """Processes the frames of one stream in order, drawing the overlay onto each frame's image in place."""
 
-    def __init__(self, stream_id: str, config: PipelineConfig, classify: ClassifyFn) -> None:
+    def __init__(
+        self,
+        stream_id: str,
+        config: PipelineConfig,
+        classify: ClassifyFn,
+        scoring: ScoringSource | None = None,
+    ) -> None:
+        """`scoring`, if given, is followed on every frame and replaces `config.scoring` (see the module doc)."""
         self.stream_id = stream_id
         self.config = config
         self._classify = classify
+        self._scoring = scoring
         self._detector = FaceDetector(config.detector)
         self._tracker = IouTracker(config.tracker)
         self._scorer = TrackScorer(config.scoring)
@@ -101,6 +120,7 @@ class StreamPipeline:
             if removed:
                 self._scorer.forget(removed)
                 self._mesher.forget(removed)
+        self._follow_scoring()
         # Faces are classified at their detector boxes (what the model was trained on), not predicted ones.
         fresh = [track for track in tracks if track.time_since_update == 0]
         due = [track for track in fresh if self._scorer.due(track.track_id, frame.index)]
@@ -109,8 +129,11 @@ class StreamPipeline:
                 crops = np.stack([crop_face(image, track.box, self.config.crop) for track in due])
             with times.measure("classify"):
                 probabilities = self._classify(crops)
-            for track, probability in zip(due, probabilities, strict=True):
-                self._scorer.update(track.track_id, float(probability), frame.index)
+            # A model swapped while these crops were classified may have scored them: drop the samples, and
+            # the next frame starts the scores afresh under the new model's settings.
+            if self._scoring is None or self._scoring() == self._scorer.config:
+                for track, probability in zip(due, probabilities, strict=True):
+                    self._scorer.update(track.track_id, float(probability), frame.index)
 
         run_mesh = self._frames_since_mesh >= self.config.mesh_every
         self._frames_since_mesh = 1 if run_mesh else self._frames_since_mesh + 1
@@ -119,6 +142,7 @@ class StreamPipeline:
         with times.measure("mesh"):
             for track in tracks:
                 score = self._scorer.get(track.track_id)
+                # The smoothed score the verdict is based on (None while unknown), never the raw sample.
                 verdict = score.verdict.value
                 landmarks = None
                 if wants_mesh(self.config.overlay, verdict):
@@ -134,6 +158,26 @@ class StreamPipeline:
         with times.measure("draw"):
             draw_overlays(image, overlays, self.config.overlay)
         return FrameResult(self.stream_id, frame.index, frame.seconds, frame.capture_time, faces, times)
+
+    @property
+    def scoring(self) -> ScoringConfig:
+        """The scoring settings in use."""
+        return self._scorer.config
+
+    def _follow_scoring(self) -> None:
+        """Restart every track's score if the scoring source gives new settings."""
+        if self._scoring is None:
+            return
+        current = self._scoring()
+        if current == self._scorer.config:
+            return
+        logger.info(
+            "stream %s: scoring settings changed (threshold %g -> %g); every face's score restarts",
+            self.stream_id,
+            self._scorer.config.threshold,
+            current.threshold,
+        )
+        self._scorer = TrackScorer(current)
 
     @property
     def mesh_runs(self) -> int:

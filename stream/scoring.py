@@ -1,8 +1,26 @@
-"""Per-track score smoothing and verdict: classify on a schedule, smooth with an EMA, decide with hysteresis.
+"""Per-track scores and verdicts: classify on a schedule, smooth with an EMA, decide only on enough evidence.
 
-With decision threshold t, suspect margin m and hysteresis h, the smoothed probability p moves a track UP to
-SUSPECT when p >= t - m and to MANIPULATED when p >= t, and DOWN to SUSPECT only when p < t - h and to REAL
-only when p < t - m - h. A score wandering around a boundary therefore does not flicker.
+A live stream is almost always real faces, so a verdict needs evidence, and what is shown must never contradict
+itself. The policy, for a model whose manifest gives the decision threshold t (for calibrated models, chosen on
+validation reals for a stated false-alarm rate, in the space of the model's calibrated output):
+
+- Each track is classified every `classify_every` frames; its samples are smoothed with an EMA (`ema_alpha`).
+  The smoothed probability is the score: the verdict is decided on it, and it is the number shown (overlay
+  label, web page, API, results file). A raw sample is never shown.
+- UNKNOWN, with no score shown, until the track has `min_samples` samples.
+- MANIPULATED when the smoothed probability is >= t at this sample and was at each of the last
+  `manipulated_after` samples (this one included): a single spike never produces it. It ends as soon as the
+  smoothed probability drops below t, so "manipulated" is never shown next to a score below the threshold; a
+  track that left MANIPULATED needs `manipulated_after` samples in a row at or above t again, which keeps a score
+  wandering around t from flickering.
+- SUSPECT from s = (1 - suspect_band) * t, and for a score at or above t without that run of samples. The
+  suspect band lies below the threshold.
+- REAL below s. On the way down there is hysteresis h = hysteresis_band * t: a SUSPECT or MANIPULATED track
+  returns to REAL only below s - h, so a score wandering around s does not flicker.
+
+Both bands are fractions of t, so every setting valid for one threshold is valid for any threshold in (0, 1):
+with the defaults (suspect_band 0.3, hysteresis_band 0.1), t = 0.5 gives s = 0.35 and REAL again below 0.30;
+t = 0.05 gives 0.035 and 0.030; t = 0.95 gives 0.665 and 0.57.
 """
 
 from __future__ import annotations
@@ -22,67 +40,89 @@ class Verdict(str, Enum):
     MANIPULATED = "manipulated"
 
 
-_LEVELS = (Verdict.REAL, Verdict.SUSPECT, Verdict.MANIPULATED)
-
-
 @dataclass(frozen=True)
 class ScoringConfig:
-    """Scoring settings; `threshold` comes from the model manifest."""
+    """Scoring settings; `threshold` comes from the model manifest, the others from the service settings.
+
+    `min_samples`: classifier samples before any verdict (UNKNOWN until then). `manipulated_after`: samples in a
+    row with the smoothed probability at or above the threshold before MANIPULATED. `suspect_band`: the width of
+    the suspect band below the threshold, as a fraction of the threshold. `hysteresis_band`: how far below the
+    suspect band's start a flagged track must fall to become REAL again, as a fraction of the threshold.
+    """
 
     threshold: float = 0.5
     classify_every: int = 10
     ema_alpha: float = 0.4
-    suspect_margin: float = 0.15
-    hysteresis: float = 0.05
+    min_samples: int = 3
+    manipulated_after: int = 2
+    suspect_band: float = 0.3
+    hysteresis_band: float = 0.1
 
     def __post_init__(self) -> None:
         if not 0.0 < self.threshold < 1.0:
             raise ValueError(f"threshold must be in (0, 1), got {self.threshold}")
-        if self.classify_every < 1:
-            raise ValueError(f"classify_every must be >= 1, got {self.classify_every}")
+        for name in ("classify_every", "min_samples", "manipulated_after"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not 0.0 < self.ema_alpha <= 1.0:
             raise ValueError(f"ema_alpha must be in (0, 1], got {self.ema_alpha}")
-        if self.suspect_margin < 0.0 or self.hysteresis < 0.0:
+        if not (0.0 <= self.suspect_band and 0.0 <= self.hysteresis_band):
             raise ValueError(
-                f"suspect_margin and hysteresis must be >= 0, got {self.suspect_margin}, {self.hysteresis}"
+                f"suspect_band and hysteresis_band must be >= 0, got {self.suspect_band}, {self.hysteresis_band}"
             )
-        if self.suspect_margin + self.hysteresis >= self.threshold:
+        if not self.suspect_band + self.hysteresis_band < 1.0:
             raise ValueError(
-                f"suspect_margin + hysteresis must be < threshold (else REAL is unreachable), got "
-                f"{self.suspect_margin} + {self.hysteresis} >= {self.threshold}"
+                "suspect_band + hysteresis_band must be < 1 (they are fractions of the threshold; at 1 or more "
+                f"a flagged face could never be real again), got {self.suspect_band} + {self.hysteresis_band}"
             )
+
+    @property
+    def suspect_from(self) -> float:
+        """Smoothed probability from which a track is at least SUSPECT: (1 - suspect_band) * threshold."""
+        return (1.0 - self.suspect_band) * self.threshold
+
+    @property
+    def real_below(self) -> float:
+        """Smoothed probability below which a SUSPECT or MANIPULATED track becomes REAL again."""
+        return self.suspect_from - self.hysteresis_band * self.threshold
 
 
 @dataclass(frozen=True)
 class TrackScore:
-    """Smoothed manipulation probability, its verdict, the samples that fed it and the last sample's frame."""
+    """A track's score: its EMA, verdict, samples so far, the last sample's frame, and its run at the threshold.
 
-    probability: float | None
+    `smoothed` is the EMA of every sample (None before the first); `streak` counts the latest samples in a row
+    whose smoothed probability was at or above the threshold. `probability` is the score to show.
+    """
+
+    smoothed: float | None
     verdict: Verdict
     samples: int
     last_classified: int | None
+    streak: int = 0
+
+    @property
+    def probability(self) -> float | None:
+        """The smoothed probability the verdict is based on; None while the verdict is UNKNOWN."""
+        return None if self.verdict is Verdict.UNKNOWN else self.smoothed
 
 
-_UNSEEN = TrackScore(probability=None, verdict=Verdict.UNKNOWN, samples=0, last_classified=None)
+_UNSEEN = TrackScore(smoothed=None, verdict=Verdict.UNKNOWN, samples=0, last_classified=None)
 
 
-def _level(probability: float, config: ScoringConfig, lowered_by: float) -> int:
-    if probability >= config.threshold - lowered_by:
-        return 2
-    if probability >= config.threshold - config.suspect_margin - lowered_by:
-        return 1
-    return 0
+def next_verdict(previous: Verdict, probability: float, config: ScoringConfig, streak: int) -> Verdict:
+    """Verdict for the smoothed `probability`, once the track has enough samples (see the module doc).
 
-
-def next_verdict(previous: Verdict, probability: float, config: ScoringConfig) -> Verdict:
-    """Verdict for smoothed `probability` given the previous one, with hysteresis on the way down."""
-    up = _level(probability, config, 0.0)
-    if previous is Verdict.UNKNOWN:
-        return _LEVELS[up]
-    current = _LEVELS.index(previous)
-    if up > current:
-        return _LEVELS[up]
-    return _LEVELS[min(current, _level(probability, config, config.hysteresis))]
+    `previous` is the verdict before this sample (UNKNOWN: none yet, so no hysteresis); `streak` counts the
+    samples in a row, this one included, whose smoothed probability was at or above the threshold.
+    """
+    if probability >= config.threshold and streak >= config.manipulated_after:
+        return Verdict.MANIPULATED
+    if probability >= config.suspect_from:
+        return Verdict.SUSPECT
+    if previous in (Verdict.SUSPECT, Verdict.MANIPULATED) and probability >= config.real_below:
+        return Verdict.SUSPECT
+    return Verdict.REAL
 
 
 class TrackScorer:
@@ -101,18 +141,19 @@ class TrackScorer:
         """Fold one classifier probability into the track's score and return the new score."""
         if not (math.isfinite(probability) and 0.0 <= probability <= 1.0):
             raise ValueError(f"probability must be in [0, 1], got {probability}")
+        config = self.config
         previous = self.get(track_id)
-        if previous.probability is None:
+        if previous.smoothed is None:
             smoothed = probability
         else:
-            alpha = self.config.ema_alpha
-            smoothed = alpha * probability + (1.0 - alpha) * previous.probability
-        score = TrackScore(
-            probability=smoothed,
-            verdict=next_verdict(previous.verdict, smoothed, self.config),
-            samples=previous.samples + 1,
-            last_classified=frame_index,
-        )
+            smoothed = config.ema_alpha * probability + (1.0 - config.ema_alpha) * previous.smoothed
+        samples = previous.samples + 1
+        streak = previous.streak + 1 if smoothed >= config.threshold else 0
+        if samples < config.min_samples:
+            verdict = Verdict.UNKNOWN
+        else:
+            verdict = next_verdict(previous.verdict, smoothed, config, streak)
+        score = TrackScore(smoothed, verdict, samples, frame_index, streak)
         self._scores[track_id] = score
         return score
 

@@ -25,6 +25,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from models.detector import DetectorConfig
 from models.errors import FakewebError
+from models.manifest import Manifest
 from stream.affinity import CpuSplit
 from stream.batcher import ClassifierBatcher
 from stream.cameras import Camera, CameraList
@@ -221,6 +222,8 @@ class LiveService:
         self._adding = 0
         """Cameras being added (their file write in progress): they hold a stream slot already."""
         self._splitter: CpuSplitter | None = None
+        self._scoring: tuple[Manifest, ScoringConfig] | None = None
+        """The last scoring settings built and the manifest they were built for."""
 
     # -- lifecycle ---------------------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -271,9 +274,22 @@ class LiveService:
             detector=DetectorConfig(range=config.detector_range, min_confidence=config.min_confidence),  # type: ignore[arg-type]
             detect_every=config.detect_every,
             mesh_every=config.mesh_every,
-            scoring=ScoringConfig(threshold=manifest.threshold, classify_every=config.classify_every),
+            scoring=self._scoring_config(),
             overlay=OverlayConfig(mesh_for=config.mesh_for),  # type: ignore[arg-type]
         )
+
+    def _scoring_config(self) -> ScoringConfig:
+        """The scoring settings for the model in use: its manifest's threshold and the service's settings.
+
+        Every stream's pipeline follows this on every frame, so a hot-swapped model with a new threshold takes
+        effect in running streams too. One object per manifest, built once (any thread may call this).
+        """
+        manifest = self.holder.current.package.manifest
+        cached = self._scoring
+        if cached is None or cached[0] is not manifest:
+            cached = (manifest, self.config.scoring(manifest.threshold))
+            self._scoring = cached
+        return cached[1]
 
     def _check_stream_limit(self) -> None:
         if len(self.streams) + self._adding >= self.config.max_streams:
@@ -295,7 +311,9 @@ class LiveService:
             on_ready=lambda seconds: self.metrics.observe_end_to_end(label, seconds),
             on_encode=self.metrics.observe_encode,
         )
-        pipeline = StreamPipeline(stream_id, self._pipeline_config(), self.batcher.classify)
+        pipeline = StreamPipeline(
+            stream_id, self._pipeline_config(), self.batcher.classify, scoring=self._scoring_config
+        )
         holder: dict[str, LiveStream] = {}
         worker = StreamWorker(
             pipeline, lambda frame, result: self._on_output(holder["stream"], frame, result), self.gate

@@ -113,7 +113,9 @@ def test_run_keeps_every_frame_and_its_timestamp(
 
 
 def test_results_follow_the_schema(runs: dict[str, Run], moving_face_video: tuple[Path, ClipTruth]) -> None:
-    """One record per face per frame: the clip's one face, one track id, scored from its first frame."""
+    """One record per face per frame: the clip's one face, one track id, classified from its first frame and
+    "unknown" without a score until its third sample: classified at detector frames (every 3rd) at least 10
+    frames apart, i.e. frames 0, 12 and 24."""
     _, truth = moving_face_video
     records = [FaceRecord.from_json(line) for line in runs["manipulated"].results.read_text().splitlines()]
     assert [record.frame for record in records] == list(range(truth.frame_count))
@@ -122,9 +124,12 @@ def test_results_follow_the_schema(runs: dict[str, Run], moving_face_video: tupl
     for record in records:
         assert record.pts == pytest.approx(record.frame / float(truth.fps), abs=1e-6)
         assert record.verdict in {verdict.value for verdict in Verdict}
-        assert record.probability is not None and 0.0 <= record.probability <= 1.0
+        if record.frame < 24:
+            assert (record.verdict, record.probability) == ("unknown", None)
+        else:
+            assert record.probability is not None and 0.0 <= record.probability <= 1.0
+            assert record.verdict == "real"  # ~0.5 against threshold 0.9
         assert truth.boxes(record.frame)[0].iou(Box(*record.box)) >= 0.5
-    assert {record.verdict for record in records} == {"real"}  # ~0.5 against threshold 0.9
 
 
 def face_change(video: Path, clip: Path, truth: ClipTruth) -> np.ndarray:
@@ -144,13 +149,15 @@ def face_change(video: Path, clip: Path, truth: ClipTruth) -> np.ndarray:
 def test_mesh_for_all_draws_on_faces_the_default_leaves_alone(
     runs: dict[str, Run], moving_face_video: tuple[Path, ClipTruth]
 ) -> None:
-    """With verdict "real" the default draws only a box around the face; `--mesh-for all` meshes it."""
+    """With verdict "real" (or "unknown") the default draws only a box around the face; `--mesh-for all` meshes
+    it: grey and faint while "unknown" (frames 0-23), coloured by its score from then on."""
     clip, truth = moving_face_video
     assert runs["all"].code == 0
     boxed = face_change(runs["manipulated"].video, clip, truth)
     meshed = face_change(runs["all"].video, clip, truth)
     assert boxed.max() < 8.0, boxed  # re-encoding noise only (about 4)
-    assert meshed.min() > 20.0, meshed  # about 45
+    assert meshed[:24].min() > 7.0, meshed  # about 10: grey at the least opacity
+    assert meshed[24:].min() > 20.0, meshed  # about 45
 
 
 # -- bad input ----------------------------------------------------------------------------------------------
@@ -274,6 +281,11 @@ BAD_ARGUMENTS = [
     ("run", "--min-confidence", "1.5", "argument --min-confidence: must be between 0 and 1"),
     ("run", "--threads", "0", "argument --threads: must be >= 1, got 0"),
     ("run", "--detector-range", "far", "argument --detector-range: invalid choice: 'far'"),
+    ("run", "--min-samples", "0", "argument --min-samples: must be >= 1, got 0"),
+    ("run", "--manipulated-after", "0", "argument --manipulated-after: must be >= 1, got 0"),
+    ("run", "--ema-alpha", "0", "argument --ema-alpha: must be in (0, 1], got 0.0"),
+    ("run", "--suspect-band", "1", "argument --suspect-band: must be in [0, 1), got 1.0"),
+    ("run", "--hysteresis-band", "x", "argument --hysteresis-band: expected a number, got 'x'"),
 ]
 
 
@@ -290,6 +302,21 @@ def test_bad_arguments_are_usage_errors(
     assert exited.value.code == 2
     assert err.splitlines()[-1].startswith(f"fakeweb {command}: error: {reason}"), err
     assert "Traceback" not in err
+
+
+def test_verdict_settings_reach_the_scoring_and_are_checked_before_the_model_loads(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from stream.cli import build_parser, scoring_config
+
+    flags = ["--min-samples", "5", "--manipulated-after", "4", "--ema-alpha", "0.25"]
+    args = build_parser().parse_args(["run", "clip.mp4", "-o", "out.mp4", *flags, "--suspect-band", "0.5"])
+    config = scoring_config(args, 0.05)
+    assert (config.threshold, config.min_samples, config.manipulated_after) == (0.05, 5, 4)
+    assert (config.ema_alpha, config.suspect_band, config.hysteresis_band) == (0.25, 0.5, 0.1)
+    bands = ["--suspect-band", "0.9", "--hysteresis-band", "0.1"]
+    code = main(["run", "missing.mp4", "-o", str(tmp_path / "out.mp4"), *bands])
+    assert_one_line_error(code, capsys.readouterr().err, "suspect_band + hysteresis_band must be < 1")
 
 
 @pytest.mark.parametrize(

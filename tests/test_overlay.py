@@ -14,6 +14,7 @@ from stream.overlay import (
     FaceOverlay,
     OverlayConfig,
     draw_overlays,
+    label_text,
     probability_colour,
     wants_mesh,
 )
@@ -220,6 +221,9 @@ def test_probability_colour_rejects_out_of_range(p: float) -> None:
         {"probability": -0.1},
         {"landmarks": np.zeros((478, 2), dtype=np.float32)},
         {"landmarks": np.zeros((468, 3), dtype=np.float32)},
+        {"verdict": "unknown"},  # an unknown face shows no score
+        {"probability": None},  # a verdict shows the score it was decided on
+        {"probability": None, "verdict": "manipulated"},
     ],
 )
 def test_face_overlay_validation(kwargs: dict[str, object]) -> None:
@@ -253,3 +257,28 @@ def test_overlay_config_validation(kwargs: dict[str, object]) -> None:
 def test_draw_overlays_rejects_non_rgb_uint8(image: np.ndarray) -> None:
     with pytest.raises(ValueError):
         draw_overlays(image, [], OverlayConfig())
+
+
+@pytest.mark.parametrize(
+    ("probability", "verdict", "text"),
+    [
+        (None, "unknown", "#7 unknown"),
+        (0.0, "real", "#7 0.00 real"),
+        (0.4049, "suspect", "#7 0.40 suspect"),
+        (0.5, "manipulated", "#7 0.50 manipulated"),
+        (0.996, "manipulated", "#7 1.00 manipulated"),
+    ],
+)
+def test_label_text_shows_the_score_and_verdict(probability: float | None, verdict: str, text: str) -> None:
+    assert label_text(FaceOverlay(7, Box(0, 0, 10, 10), probability, verdict)) == text
+
+
+def test_the_label_drawn_is_the_label_text(monkeypatch: pytest.MonkeyPatch) -> None:
+    written: list[str] = []
+    monkeypatch.setattr("stream.overlay.cv2.putText", lambda image, text, *args: written.append(text))
+    faces = [
+        FaceOverlay(1, Box(100, 100, 200, 200), None, "unknown"),
+        FaceOverlay(2, Box(300, 100, 400, 200), 0.8125, "manipulated"),
+    ]
+    draw_overlays(grey_frame(), faces, OverlayConfig())
+    assert written == ["#1 unknown", "#2 0.81 manipulated"]

@@ -8,6 +8,7 @@ test_export.py (`test_outputs_match_keras_and_vary`); here it is a stub so only 
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 from collections import Counter, defaultdict
@@ -23,8 +24,8 @@ from models.landmarks import FaceMesher
 from models.preprocess import CropSpec, crop_face
 from stream.file_source import FileSource
 from stream.frames import Frame
-from stream.overlay import OverlayConfig
-from stream.pipeline import FrameResult, PipelineConfig, StreamPipeline
+from stream.overlay import OverlayConfig, label_text
+from stream.pipeline import ClassifyFn, FrameResult, PipelineConfig, StreamPipeline
 from stream.scoring import ScoringConfig
 
 SPEC = CropSpec(size=32, margin=0.25)
@@ -48,9 +49,7 @@ def decoded(path: Path) -> list[Frame]:
         return list(source.frames())
 
 
-def run_pipeline(
-    frames: list[Frame], classify: RecordingClassifier | None = None, **config: Any
-) -> list[FrameResult]:
+def run_pipeline(frames: list[Frame], classify: ClassifyFn | None = None, **config: Any) -> list[FrameResult]:
     """Every frame through a fresh pipeline (the frames' images are drawn on: pass copies you still need)."""
     pipeline = StreamPipeline("test", PipelineConfig(crop=SPEC, **config), classify or RecordingClassifier())
     try:
@@ -154,8 +153,90 @@ def test_due_faces_are_cropped_at_their_track_box_and_classified_every_k_frames(
     assert all("crop" in result.times.seconds for result in results if result.index in classified)
     for result in results:
         (face,) = result.faces
-        assert face.probability == pytest.approx(0.9) and face.verdict == "manipulated"
+        if result.index < 20:  # fewer than min_samples (3) samples: no verdict, no score
+            assert face.probability is None and face.verdict == "unknown"
+        else:
+            assert face.probability == pytest.approx(0.9) and face.verdict == "manipulated"
         assert {"detect", "track", "mesh", "draw"} <= set(result.times.seconds)
+
+
+class SequenceClassifier:
+    """A `ClassifyFn` answering the given probabilities in turn, one per crop; `on_call` runs before answering."""
+
+    def __init__(self, probabilities: list[float], on_call: Any = None) -> None:
+        self.probabilities = iter(probabilities)
+        self.calls = 0
+        self.on_call = on_call
+
+    def __call__(self, crops: np.ndarray) -> np.ndarray:
+        self.calls += 1
+        if self.on_call is not None:
+            self.on_call(self.calls)
+        return np.array([next(self.probabilities) for _ in crops], dtype=np.float32)
+
+
+def test_faces_carry_the_smoothed_score_their_verdict_and_label_show(
+    moving_face_video: tuple[Path, ClipTruth], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The score in the results and on the label is the EMA of the samples (not the last sample), none before
+    min_samples; and "manipulated" only with that score at or above the threshold."""
+    path, _ = moving_face_video
+    samples = [0.2, 0.9, 0.9, 0.9, 0.1, 0.0, 0.0, 0.0, 0.0, 0.0]
+    scoring = ScoringConfig(
+        threshold=0.5, classify_every=5, ema_alpha=0.4, min_samples=2, manipulated_after=2
+    )
+    labels: list[list[str]] = []
+    monkeypatch.setattr(
+        "stream.pipeline.draw_overlays",
+        lambda image, overlays, config: labels.append([label_text(overlay) for overlay in overlays]),
+    )
+    results = run_pipeline(decoded(path), SequenceClassifier(samples), scoring=scoring)
+    smoothed = list(itertools.accumulate(samples, lambda ema, sample: 0.4 * sample + 0.6 * ema))
+    for result, label in zip(results, labels, strict=True):
+        (face,) = result.faces
+        taken = result.index // 5 + 1  # samples folded in by this frame
+        if taken < scoring.min_samples:
+            assert (face.probability, face.verdict) == (None, "unknown")
+            assert label == [f"#{face.track_id} unknown"]
+            continue
+        assert face.probability is not None and face.probability == pytest.approx(smoothed[taken - 1])
+        assert label == [f"#{face.track_id} {face.probability:.2f} {face.verdict}"]
+        assert (face.verdict == "manipulated") == (face.probability >= 0.5 and smoothed[taken - 2] >= 0.5)
+    verdicts = [result.faces[0].verdict for result in results]
+    # EMA 0.2, 0.48, 0.648, 0.749, 0.489, 0.294, ...: the raw 0.9 at frame 5 is shown as 0.48 (suspect), the
+    # second score above the threshold makes "manipulated", the first below it ends it.
+    assert (
+        verdicts == ["unknown"] * 5 + ["suspect"] * 10 + ["manipulated"] * 5 + ["suspect"] * 5 + ["real"] * 25
+    )
+
+
+def test_a_new_threshold_from_the_scoring_source_restarts_the_scores(
+    moving_face_video: tuple[Path, ClipTruth],
+) -> None:
+    """A model swapped during a classification (the 4th, frame 15) with another threshold: that frame's samples
+    are dropped, the next frame restarts every score under the new settings."""
+    path, _ = moving_face_video
+    old = ScoringConfig(threshold=0.5, classify_every=5, ema_alpha=1.0)
+    new = dataclasses.replace(old, threshold=0.7)
+    serving = {"scoring": old}
+
+    def swap_on_fourth_call(call: int) -> None:
+        if call == 4:
+            serving["scoring"] = new
+
+    classify = SequenceClassifier([0.6] * 20, on_call=swap_on_fourth_call)
+    pipeline = StreamPipeline(
+        "test", PipelineConfig(crop=SPEC, scoring=old), classify, scoring=lambda: serving["scoring"]
+    )
+    try:
+        results = [pipeline.process(frame) for frame in decoded(path)]
+        assert pipeline.scoring == new
+    finally:
+        pipeline.close()
+    classified = [result.index for result in results if "classify" in result.times.seconds]
+    assert classified == [0, 5, 10, 15, 16, 21, 26, 31, 36, 41, 46]
+    verdicts = [result.faces[0].verdict for result in results]
+    assert verdicts == ["unknown"] * 10 + ["manipulated"] * 6 + ["unknown"] * 10 + ["suspect"] * 24
 
 
 def test_detector_cadence_counts_processed_frames_not_indices(

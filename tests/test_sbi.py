@@ -1,4 +1,4 @@
-"""Self-blended images: landmarks on a crop, the blend (seeded, confined to its mask) and the tf.data stream."""
+"""Self-blended images: landmarks on a crop and the blend (seeded, confined to its mask)."""
 
 from __future__ import annotations
 
@@ -78,32 +78,3 @@ def test_self_blend_rejects_bad_input(face: tuple[np.ndarray, np.ndarray]) -> No
         sbi.self_blend(crop[:100], points, sbi.seeded_rng(0))
     with pytest.raises(ValueError, match="landmarks"):
         sbi.self_blend(crop, points[:68], sbi.seeded_rng(0))
-
-
-def test_blend_fixed_is_one_seeded_fake_per_crop(face: tuple[np.ndarray, np.ndarray]) -> None:
-    crop, points = face
-    images, landmarks = np.stack([crop, crop]), np.stack([points, points])
-    fakes = sbi.blend_fixed(images, landmarks, seed=3)
-    np.testing.assert_array_equal(fakes, sbi.blend_fixed(images, landmarks, seed=3))
-    np.testing.assert_array_equal(fakes[1], sbi.self_blend(crop, points, sbi.seeded_rng(3, 1)))
-    assert not np.array_equal(fakes[0], fakes[1])
-
-
-def test_blended_pairs_alternate_a_real_and_its_seeded_fake(face: tuple[np.ndarray, np.ndarray]) -> None:
-    crop, points = face
-    images, landmarks = np.stack([crop, crop[:, ::-1].copy()]), np.stack([points, points])
-
-    def take(seed: int) -> tuple[np.ndarray, np.ndarray]:
-        batch = next(iter(sbi.blended_pairs(images, landmarks, seed).batch(6)))
-        return batch[0].numpy(), batch[1].numpy()
-
-    crops, labels = take(seed=1)
-    assert crops.shape == (6, 128, 128, 3) and crops.dtype == np.uint8
-    assert labels.tolist() == [0.0, 1.0] * 3
-    for real, fake in zip(crops[0::2], crops[1::2], strict=True):
-        assert any(np.array_equal(real, image) for image in images) and not np.array_equal(real, fake)
-        assert (fake != real).any(axis=2).mean() < 0.7  # the fake is its real, changed within a mask
-    np.testing.assert_array_equal(crops, take(seed=1)[0])
-    assert not np.array_equal(crops, take(seed=2)[0])
-    with pytest.raises(ValueError, match="landmarks"):
-        sbi.blended_pairs(images, landmarks[:1], seed=0)

@@ -1,5 +1,5 @@
-"""Training: evaluation per difficulty, augmentation, batches with self-blended fakes, and tiny end-to-end runs
-of `main` (labelled real and fake images; real images only, with self-blended fakes)."""
+"""Training: evaluation per difficulty, augmentation, batches with synthetic fakes, and tiny end-to-end runs
+of `main` (labelled real and fake images; real images only, with synthetic fakes)."""
 
 from __future__ import annotations
 
@@ -15,14 +15,14 @@ from skimage import data as skdata
 from models.classifier import load_classifier
 from models.landmarks import NUM_LANDMARKS
 from models.package import ModelPackage
-from training import pipeline, train
+from training import assess, pipeline, train
 from training.data import CropSet
 
 
 def test_evaluate_reports_per_difficulty() -> None:
     labels = np.array([0, 0, 1, 1, 1])
     probabilities = np.array([0.1, 0.5, 0.9, 0.3, 0.6])
-    metrics = train.evaluate(labels, probabilities, 0.55, ["real", "real", "easy", "hard", "hard"])
+    metrics = assess.evaluate(labels, probabilities, 0.55, ["real", "real", "easy", "hard", "hard"])
     assert metrics["n_real"] == 2 and metrics["n_fake"] == 3
     assert metrics["accuracy"] == pytest.approx(0.8)
     assert metrics["balanced_accuracy"] == pytest.approx((2 / 3 + 1.0) / 2)
@@ -79,22 +79,26 @@ def test_main_trains_and_exports_a_loadable_package(tmp_path: Path) -> None:
     assert train.main(argv) == 1  # the package exists and --overwrite was not given
 
 
-def test_batches_pair_self_blended_fakes_with_their_reals() -> None:
+def test_batches_pair_synthetic_fakes_with_their_reals() -> None:
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (10, 32, 32, 3), dtype=np.uint8)
     crops = CropSet(images, np.zeros(10, np.int32), np.ones(10, bool))
     points = rng.uniform(8, 24, (NUM_LANDMARKS, 2)).astype(np.float32)
-    pool = pipeline.BlendPool(images[:3], np.stack([points] * 3))
-    batches = pipeline.training_batches(crops, batch_size=8, seed=0, blend_fraction=0.25, pool=pool)
+    pool = pipeline.RealPool(images[:3], np.stack([points] * 3), np.arange(3))
+    batches = pipeline.training_batches(
+        crops, batch_size=8, seed=0, synthetic_fraction=0.25, pool=pool, degrade_probability=0.5
+    )
     # 4 labelled crops and 2 (real, fake) pairs per full batch; 10 labelled crops make 2 full batches + 2
-    assert (batches.images, batches.steps, batches.blended_per_batch) == (18, 3, 2)
+    assert (batches.images, batches.steps, batches.synthetic_per_batch) == (18, 3, 2)
     for _ in range(2):  # every epoch the same shape, different fakes
         labels = [batch[1].numpy().tolist() for batch in batches.dataset]
         assert [sum(batch) for batch in labels] == [2.0, 2.0, 0.0] and sum(map(len, labels)) == 18
     plain = pipeline.training_batches(crops, batch_size=4, seed=0)
-    assert (plain.images, plain.steps, plain.blended_per_batch) == (10, 3, 0)
+    assert (plain.images, plain.steps, plain.synthetic_per_batch) == (10, 3, 0)
     with pytest.raises(ValueError, match="0.5"):
-        pipeline.training_batches(crops, batch_size=4, seed=0, blend_fraction=0.5, pool=pool)
+        pipeline.training_batches(crops, batch_size=4, seed=0, synthetic_fraction=0.5, pool=pool)
+    with pytest.raises(ValueError, match="degradation"):
+        pipeline.training_batches(crops, batch_size=4, seed=0, degrade_probability=1.5)
 
 
 def write_reals(root: Path, people: int) -> None:
@@ -110,12 +114,12 @@ def write_reals(root: Path, people: int) -> None:
 
 
 @pytest.mark.slow
-def test_main_trains_on_real_faces_only_with_self_blended_fakes(tmp_path: Path) -> None:
+def test_main_trains_on_real_faces_only_with_synthetic_fakes(tmp_path: Path) -> None:
     write_reals(tmp_path / "data", people=8)
     out = tmp_path / "models" / "pkg"
     argv = ["--data", str(tmp_path / "data"), "--out", str(out), "--input-size", "32", "--epochs", "1"]
     argv += ["--batch-size", "8", "--val-fraction", "0.25", "--test-fraction", "0.25", "--seed", "1"]
-    argv += ["--self-blend", "0.25", "--cache-dir", str(tmp_path / "cache")]
+    argv += ["--synthetic", "0.25", "--synthetic-kinds", "self_blend", "--cache-dir", str(tmp_path / "cache")]
     assert train.main(argv) == 0
 
     manifest = ModelPackage.load(out).manifest
@@ -124,14 +128,14 @@ def test_main_trains_on_real_faces_only_with_self_blended_fakes(tmp_path: Path) 
         "val": {"real": 2, "fake": 2},
         "test": {"real": 2, "fake": 2},
     }
-    blend = manifest.provenance["training"]["self_blend"]
+    blend = manifest.provenance["training"]["synthetic"]
     assert blend["per_batch"] == 2 and blend["training_reals_with_mesh"] == 4
     assert manifest.provenance["data"]["images_per_epoch"] == 8
-    assert manifest.metrics["test"]["n_fake"] == 2 and "test_self_blended" not in manifest.metrics
+    assert manifest.metrics["test"]["n_fake"] == 2 and manifest.calibration is not None
     crops = np.zeros((2, 32, 32, 3), np.uint8)
     assert load_classifier(ModelPackage.load(out), device="cpu").predict(crops).shape == (2,)
 
-    argv[argv.index("0.25")] = "0"  # without self-blending, real faces alone cannot train
+    argv[argv.index("0.25")] = "0"  # without synthetic fakes, real faces alone cannot train
     assert train.main([*argv, "--overwrite"]) == 1
 
 
@@ -143,6 +147,6 @@ def test_bad_arguments_are_reported(tmp_path: Path, capsys: pytest.CaptureFixtur
     argv = ["--data", str(tmp_path / "data"), "--out", str(tmp_path / "pkg"), "--val-fraction", "0.1"]
     assert train.main([*argv, "--cache-dir", str(tmp_path / "cache")]) == 1
     assert "split" in capsys.readouterr().err
-    argv = ["--data", str(tmp_path / "data"), "--out", str(tmp_path / "pkg"), "--self-blend", "0.5"]
+    argv = ["--data", str(tmp_path / "data"), "--out", str(tmp_path / "pkg"), "--synthetic", "0.5"]
     assert train.main(argv) == 1
-    assert "--self-blend" in capsys.readouterr().err
+    assert "--synthetic" in capsys.readouterr().err

@@ -51,14 +51,17 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
 async def _run_page(server: ServerProcess, fake_camera: Path, seconds: float) -> dict[str, Any]:
     async with open_page(server.url + "/", fake_camera) as page:
         await page.click("#start")
+        # A face is "unknown" until its third classifier sample (min_samples): wait for its verdict.
         await page.wait_for_function(
-            "window.fakeweb.framesRendered > 20 && window.fakeweb.faceMessages > 5",
+            "window.fakeweb.framesRendered > 20 && window.fakeweb.faceMessages > 5"
+            " && window.fakeweb.lastFaces.some((face) => face.verdict !== 'unknown')",
             timeout=seconds * 1000,
         )
         state: dict[str, Any] = await page.evaluate(
             "({frames: window.fakeweb.framesRendered, messages: window.fakeweb.faceMessages,"
             " faces: window.fakeweb.lastFaces, error: document.querySelector('#error').textContent,"
-            " listed: document.querySelectorAll('#faces li').length})"
+            " listed: document.querySelectorAll('#faces li').length,"
+            " text: Array.from(document.querySelectorAll('#faces li'), (item) => item.textContent)})"
         )
         status, streams = server.request("GET", "/api/streams")
         state["streams"] = streams["streams"]
@@ -75,6 +78,7 @@ def test_browser_webcam_comes_back_annotated_with_verdicts(server: ServerProcess
     assert face["verdict"] in ("real", "suspect", "manipulated")
     assert 0.0 <= face["probability"] <= 1.0
     assert state["listed"] == 1, "the page lists the face"
+    assert state["text"][0].startswith(f"#{face['track_id']} {face['verdict']} ("), state["text"]
     (stream,) = [s for s in state["streams"] if s["kind"] == "browser"]
     assert stream["frames_processed"] > 20
     assert stream["frames_received"] >= stream["frames_processed"]

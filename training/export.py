@@ -87,6 +87,7 @@ def export_package(
     provenance: dict[str, Any],
     check_batch: np.ndarray,
     overwrite: bool = False,
+    calibration: dict[str, Any] | None = None,
 ) -> ModelPackage:
     """Write the package to `out_dir` atomically and return it loaded and verified.
 
@@ -118,6 +119,7 @@ def export_package(
             crop=spec,
             threshold=float(threshold),
             files=hash_tree(staging),
+            calibration=calibration,
             metrics={**metrics, "tflite_savedmodel_max_abs_diff": diff},
             provenance={
                 "command": shlex.join(sys.argv),

@@ -1,5 +1,5 @@
-"""tf.data input pipelines: seeded augmentation, training batches with a share of self-blended fakes, and
-evaluation batches."""
+"""tf.data input pipelines: seeded degradation and augmentation, training batches with a share of synthetic
+fakes made from real crops (self-blended, region-swapped, face-swapped), and evaluation batches."""
 
 from __future__ import annotations
 
@@ -9,14 +9,14 @@ import numpy as np
 import tensorflow as tf
 
 from models.landmarks import NUM_LANDMARKS
-from training import sbi
+from training import sbi, synth
 from training.data import REAL, CropSet
 
 EVAL_BATCH_SIZE = 64
 SHIFT_FRACTION = 0.06
 BRIGHTNESS_DELTA = 0.08 * 255.0
 CONTRAST_RANGE = (0.85, 1.15)
-MAX_BLEND_FRACTION = 0.5  # each fake comes with its real, and a batch keeps at least one labelled crop
+MAX_SYNTHETIC_FRACTION = 0.5  # each fake comes with its real, and a batch keeps at least one labelled crop
 AUGMENTATION = "horizontal flip, shift up to 6%, brightness +-8%, contrast 0.85-1.15"
 
 
@@ -37,61 +37,172 @@ def augment(image: tf.Tensor, label: tf.Tensor, seed: tf.Tensor) -> tuple[tf.Ten
     return tf.clip_by_value(image, 0.0, 255.0), label
 
 
+SYNTHETIC_KINDS = synth.KINDS
+DEFAULT_RECIPE = "self_blend=1,region_swap=1,face_swap=1"
+DONOR_TRIES = 8
+
+
+def parse_recipe(text: str) -> dict[str, float]:
+    """`kind=weight,...` (e.g. "self_blend=2,face_swap=1") as kind -> share of the synthetic fakes."""
+    weights: dict[str, float] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        kind, _, weight = item.partition("=")
+        if kind not in SYNTHETIC_KINDS:
+            raise ValueError(f"unknown synthetic kind {kind!r}; choose from {', '.join(SYNTHETIC_KINDS)}")
+        try:
+            weights[kind] = float(weight or 1.0)
+        except ValueError:
+            raise ValueError(f"{item!r}: the weight must be a number") from None
+        if weights[kind] < 0:
+            raise ValueError(f"{item!r}: the weight must be >= 0")
+    total = sum(weights.values())
+    if total <= 0:
+        raise ValueError(f"{text!r} names no synthetic kind with a positive weight")
+    return {kind: weight / total for kind, weight in weights.items() if weight > 0}
+
+
 @dataclass(frozen=True)
-class BlendPool:
-    """Real crops (N, S, S, 3) uint8 with their landmarks (N, 468, 2) float32: what self-blending can use."""
+class RealPool:
+    """Real crops (N, S, S, 3) uint8 with landmarks (N, 468, 2) float32 and source-group ids (N,): what fakes
+    are synthesised from. A swap's donor is drawn from the pool with another group, so both donors of a fake
+    lie on one side of a split when the pool is one split's reals."""
 
     images: np.ndarray
     landmarks: np.ndarray
+    groups: np.ndarray
 
-    def blend_fixed(self, seed: int) -> np.ndarray:
-        """One fixed self-blended fake per crop (`sbi.blend_fixed`)."""
-        return sbi.blend_fixed(self.images, self.landmarks, seed)
+    def donor(self, index: int, rng: np.random.Generator) -> int:
+        """A random crop of another group than `index`'s (any other crop if all share one group)."""
+        count = len(self.images)
+        for _ in range(DONOR_TRIES):
+            other = int(rng.integers(count))
+            if self.groups[other] != self.groups[index]:
+                return other
+        return (index + 1 + int(rng.integers(count - 1))) % count if count > 1 else index
+
+    def fake(self, index: int, kind: str, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """A synthetic fake of crop `index` and its mask (`synth.synthesize`)."""
+        other = self.donor(index, rng)
+        return synth.synthesize(
+            kind, self.images[index], self.landmarks[index], self.images[other], self.landmarks[other], rng
+        )
+
+    def fixed_fakes(self, kinds: tuple[str, ...], seed: int) -> tuple[np.ndarray, list[str]]:
+        """One fake of each crop per kind, crop i of kind k from `seeded_rng(seed, k, i)`, and their kinds."""
+        fakes = np.zeros((len(kinds) * len(self.images), *self.images.shape[1:]), dtype=np.uint8)
+        names: list[str] = []
+        for k, kind in enumerate(kinds):
+            for index in range(len(self.images)):
+                rng = sbi.seeded_rng(seed, SYNTHETIC_KINDS.index(kind), index)
+                fakes[k * len(self.images) + index] = self.fake(index, kind, rng)[0]
+                names.append(kind)
+        return fakes, names
 
 
-def blend_pool(crops: CropSet) -> BlendPool:
-    """The real crops of `crops` whose landmarks were found."""
+def real_pool(crops: CropSet, groups: list[str]) -> RealPool:
+    """The real crops of `crops` whose landmarks were found, with their groups as integer ids."""
+    ids = np.unique(np.asarray(groups, dtype=object), return_inverse=True)[1] if groups else np.zeros(0)
     if crops.landmarks is None:
-        return BlendPool(crops.images[:0], np.zeros((0, NUM_LANDMARKS, 2), dtype=np.float32))
+        empty = np.zeros((0, NUM_LANDMARKS, 2), dtype=np.float32)
+        return RealPool(crops.images[:0], empty, np.zeros(0, dtype=np.int64))
     usable = np.flatnonzero((crops.labels == REAL) & np.isfinite(crops.landmarks).all(axis=(1, 2)))
-    return BlendPool(crops.images[usable], crops.landmarks[usable])
+    return RealPool(crops.images[usable], crops.landmarks[usable], ids[usable].astype(np.int64))
+
+
+def synthetic_pairs(pool: RealPool, recipe: dict[str, float], seed: int) -> tf.data.Dataset:
+    """Endless (crop uint8, label) elements alternating a real (0.0) and a synthetic fake of it (1.0), the kind
+    drawn by `recipe`'s shares: as in the self-blending paper, each fake comes with its own real, so the pair
+    differs only by the manipulation. Fixed by `seed`, different in every iteration (epoch)."""
+    if not len(pool.images):
+        raise ValueError("need real crops with landmarks to synthesise fakes")
+    kinds, shares = list(recipe), np.array(list(recipe.values()))
+
+    def pair(index: np.ndarray, pair_seed: np.ndarray) -> np.ndarray:
+        rng = sbi.seeded_rng(pair_seed)
+        kind = kinds[int(rng.choice(len(kinds), p=shares))]
+        return np.stack([pool.images[int(index)], pool.fake(int(index), kind, rng)[0]])
+
+    def pair_tensor(index: tf.Tensor, pair_seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        images = tf.numpy_function(pair, [index, pair_seed], tf.uint8, stateful=False)
+        images.set_shape((2, *pool.images.shape[1:]))
+        return images, tf.constant([0.0, 1.0])
+
+    indices = (
+        tf.data.Dataset.range(len(pool.images))
+        .shuffle(len(pool.images), seed=seed, reshuffle_each_iteration=True)
+        .repeat()
+    )
+    seeds = tf.data.Dataset.random(seed=seed + 1, rerandomize_each_iteration=True).batch(2)
+    return (
+        tf.data.Dataset.zip((indices, seeds)).map(pair_tensor, num_parallel_calls=tf.data.AUTOTUNE).unbatch()
+    )
+
+
+def degrade_fixed(images: np.ndarray, probability: float, seed: int) -> np.ndarray:
+    """Each crop degraded (`synth.degrade`) with `probability`, crop i from `seeded_rng(seed, i)`."""
+    out = images.copy()
+    for index in range(len(images)):
+        rng = sbi.seeded_rng(seed, index)
+        if rng.random() < probability:
+            out[index] = synth.degrade(images[index], rng)
+    return out
+
+
+def _degrade_tensor(image: tf.Tensor, seed: tf.Tensor, probability: float) -> tf.Tensor:
+    def degrade(crop: np.ndarray, crop_seed: np.ndarray) -> np.ndarray:
+        rng = sbi.seeded_rng(crop_seed)
+        return synth.degrade(crop, rng) if rng.random() < probability else crop
+
+    degraded = tf.numpy_function(degrade, [image, seed], tf.uint8, stateful=False)
+    degraded.set_shape(image.shape)
+    return degraded
 
 
 @dataclass(frozen=True)
 class TrainingBatches:
     """One epoch of augmented training batches: every labelled crop once, plus in each full batch
-    `blended_per_batch` fresh self-blended fakes and the reals they were made from."""
+    `synthetic_per_batch` fresh synthetic fakes and the reals they were made from."""
 
     dataset: tf.data.Dataset
     steps: int
     images: int
-    blended_per_batch: int
+    synthetic_per_batch: int
 
 
 def training_batches(
-    crops: CropSet, batch_size: int, seed: int, blend_fraction: float = 0.0, pool: BlendPool | None = None
+    crops: CropSet,
+    batch_size: int,
+    seed: int,
+    synthetic_fraction: float = 0.0,
+    pool: RealPool | None = None,
+    recipe: dict[str, float] | None = None,
+    degrade_probability: float = 0.0,
 ) -> TrainingBatches:
-    """Shuffled (reshuffled each epoch) and augmented; `blend_fraction` of each batch self-blended from `pool`.
+    """Shuffled (reshuffled each epoch), degraded with `degrade_probability` and augmented batches, a share
+    `synthetic_fraction` of each synthesised from `pool` by `recipe` (default: self-blending only).
 
-    A batch holds `k = round(blend_fraction * batch_size)` self-blended fakes, each with the real of `pool` it
-    was made from (`sbi.blended_pairs`), and `batch_size - 2k` (at least one) labelled crops; the epoch ends with
-    the labelled crops. Fixed by `seed`, different in every epoch.
+    A batch holds `k = round(synthetic_fraction * batch_size)` synthetic fakes, each with the real of `pool` it
+    was made from (`synthetic_pairs`), and `batch_size - 2k` (at least one) labelled crops; the epoch ends with
+    the labelled crops. Degradation comes before augmentation and hits reals and fakes alike. Fixed by `seed`,
+    different in every epoch.
     """
-    if not 0.0 <= blend_fraction < MAX_BLEND_FRACTION:
-        raise ValueError(f"the self-blended fraction must be in [0, 0.5), got {blend_fraction}")
+    if not 0.0 <= synthetic_fraction < MAX_SYNTHETIC_FRACTION:
+        raise ValueError(f"the synthetic fraction must be in [0, 0.5), got {synthetic_fraction}")
+    if not 0.0 <= degrade_probability <= 1.0:
+        raise ValueError(f"the degradation probability must be in [0, 1], got {degrade_probability}")
     count = len(crops.images)
     elements = tf.data.Dataset.from_tensor_slices((crops.images, crops.labels.astype(np.float32))).shuffle(
         count, seed=seed, reshuffle_each_iteration=True
     )
     usable = pool is not None and len(pool.images) > 0
-    blended = min(round(blend_fraction * batch_size), (batch_size - 1) // 2) if usable else 0
-    if pool is not None and blended:
-        labelled = batch_size - 2 * blended
+    synthetic = min(round(synthetic_fraction * batch_size), (batch_size - 1) // 2) if usable else 0
+    if pool is not None and synthetic:
+        labelled = batch_size - 2 * synthetic
         choice = tf.data.Dataset.from_tensor_slices(
-            tf.constant([0] * labelled + [1] * (2 * blended), dtype=tf.int64)
+            tf.constant([0] * labelled + [1] * (2 * synthetic), dtype=tf.int64)
         ).repeat()
-        pairs = sbi.blended_pairs(pool.images, pool.landmarks, seed)
-        images = count + (count // labelled) * 2 * blended
+        pairs = synthetic_pairs(pool, recipe or {"self_blend": 1.0}, seed)
+        images = count + (count // labelled) * 2 * synthetic
         # The mix ends when the labelled crops do, after exactly `images` elements; take() tells Keras so.
         elements = tf.data.Dataset.choose_from_datasets(
             [elements, pairs], choice, stop_on_empty_dataset=True
@@ -99,13 +210,19 @@ def training_batches(
     else:
         images = count
     seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+    if degrade_probability > 0:
+        degrade_seeds = tf.data.Dataset.random(seed=seed + 2, rerandomize_each_iteration=True).batch(2)
+        elements = tf.data.Dataset.zip((elements, degrade_seeds)).map(
+            lambda pair, s: (_degrade_tensor(pair[0], s, degrade_probability), pair[1]),
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
     dataset = (
         tf.data.Dataset.zip((elements, seeds))
         .map(lambda pair, s: augment(pair[0], pair[1], s), num_parallel_calls=tf.data.AUTOTUNE)
         .batch(batch_size)
         .prefetch(tf.data.AUTOTUNE)
     )
-    return TrainingBatches(dataset, -(-images // batch_size), images, blended)
+    return TrainingBatches(dataset, -(-images // batch_size), images, synthetic)
 
 
 def eval_dataset(crops: CropSet) -> tf.data.Dataset:

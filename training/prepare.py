@@ -1,0 +1,175 @@
+"""The data a training run uses: samples read, split by group, cropped through the cache, and validation and test
+completed with fixed synthetic fakes of their own reals and fixed degradations.
+
+Every crop keeps its origin: "data" (the `--data` set's own images), the name of an `--extra-reals` folder, or
+the synthetic kind that made it. Held-out sets are reported per origin, so a collection that is easy to tell
+apart from another cannot pass for a detector.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections import Counter
+from dataclasses import dataclass
+
+import numpy as np
+
+from models.detector import DetectorConfig
+from models.errors import FakewebError
+from models.preprocess import CropSpec
+from training.crop_cache import cached_crops, default_cache_dir
+from training.data import (
+    FAKE,
+    LABEL_NAMES,
+    REAL,
+    CropSet,
+    Sample,
+    read_ciplab,
+    read_dfdc,
+    read_ffpp,
+    read_real_fake_folders,
+    read_real_folder,
+    split_by_group,
+    subsample,
+)
+from training.pipeline import SYNTHETIC_KINDS, RealPool, degrade_fixed, real_pool
+
+VIDEO_FORMATS = frozenset({"dfdc", "ffpp"})
+DATA_ORIGIN = "data"
+# Fixed synthetic fakes and degradations of validation and test crops come from these seeds (plus --seed).
+SPLIT_SEEDS = {"val": 1_000_003, "test": 2_000_003}
+DEGRADE_SEED_OFFSET = 17
+
+
+class TrainingError(FakewebError):
+    """Training options or data that cannot produce a model."""
+
+
+def label_counts(labels: np.ndarray | list[int]) -> dict[str, int]:
+    counts = Counter(LABEL_NAMES[int(label)] for label in labels)
+    return {name: counts.get(name, 0) for name in LABEL_NAMES}
+
+
+@dataclass(frozen=True)
+class Part:
+    """One split's crops, each crop's tag (difficulty, method or kind), origin and group."""
+
+    crops: CropSet
+    tags: list[str | None]
+    origins: list[str]
+    groups: list[str]
+
+    def select(self, indices: np.ndarray) -> Part:
+        return Part(
+            self.crops.select(indices),
+            [self.tags[i] for i in indices],
+            [self.origins[i] for i in indices],
+            [self.groups[i] for i in indices],
+        )
+
+    def with_crops(self, crops: CropSet) -> Part:
+        return Part(crops, self.tags, self.origins, self.groups)
+
+
+@dataclass(frozen=True)
+class PreparedData:
+    """Everything training needs from the data: the three parts and the pool of training reals to synthesise
+    from. Validation and test already hold their fixed synthetic fakes."""
+
+    parts: dict[str, Part]
+    pool: RealPool
+    has_fakes: bool
+    no_face: dict[str, int]
+
+
+def read_samples(args: argparse.Namespace) -> list[Sample]:
+    """The samples of `--data` in `--format` (fake/ optional for folders with --synthetic), then every
+    `--extra-reals` folder."""
+    if args.format in VIDEO_FORMATS:
+        reader = read_dfdc if args.format == "dfdc" else read_ffpp
+        samples = reader(args.data, frames_per_video=args.frames_per_video)
+    elif args.format == "folders":
+        samples = read_real_fake_folders(args.data, require_fakes=args.synthetic == 0)
+    else:
+        samples = read_ciplab(args.data)
+    for folder in args.extra_reals:
+        samples += read_real_folder(folder)
+    return samples
+
+
+def _origin(sample: Sample, extra_folders: set[str]) -> str:
+    return sample.difficulty if sample.difficulty in extra_folders and sample.label == REAL else DATA_ORIGIN
+
+
+def with_fixed_fakes(part: Part, kinds: tuple[str, ...], seed: int) -> Part:
+    """`part` plus one synthetic fake of each of its reals (with landmarks) per kind, donors from `part`."""
+    pool = real_pool(part.crops, part.groups)
+    if not len(pool.images):
+        return part
+    fakes, names = pool.fixed_fakes(kinds, seed)
+    crops = part.crops
+    combined = CropSet(
+        np.concatenate([crops.images, fakes]),
+        np.concatenate([crops.labels, np.full(len(fakes), FAKE, dtype=np.int32)]),
+        np.concatenate([crops.faces, np.ones(len(fakes), dtype=bool)]),
+    )
+    return Part(combined, part.tags + names, part.origins + names, part.groups + ["synthetic"] * len(fakes))
+
+
+def degraded(part: Part, probability: float, seed: int) -> Part:
+    """`part` with each crop degraded with `probability` (fixed by `seed`)."""
+    crops = part.crops
+    images = degrade_fixed(crops.images, probability, seed)
+    return part.with_crops(CropSet(images, crops.labels, crops.faces, crops.landmarks))
+
+
+def prepare_data(
+    args: argparse.Namespace, spec: CropSpec, detector: DetectorConfig, kinds: tuple[str, ...]
+) -> PreparedData:
+    """Read, subsample and split the samples, crop them (through the cache), add fixed synthetic fakes of
+    `kinds` to validation and test, degrade validation as training is, and check every part can be scored."""
+    try:
+        samples = read_samples(args)
+        if args.max_images is not None:
+            samples = subsample(samples, args.max_images, args.seed)
+        split = split_by_group(samples, args.val_fraction, args.test_fraction, args.seed)
+    except ValueError as exc:
+        raise TrainingError(str(exc)) from exc
+    has_fakes = any(s.label == FAKE for s in samples)
+    if not has_fakes and args.synthetic == 0:
+        raise TrainingError("the data holds no fake images; add some or train with --synthetic")
+    extra = {folder.name for folder in args.extra_reals}
+    ordered = split.train + split.val + split.test
+    cache_dir = args.cache_dir or default_cache_dir()
+    crops = cached_crops(ordered, args.data, spec, detector, cache_dir, progress=True)
+    parts: dict[str, Part] = {}
+    start = 0
+    for name, part_samples in (("train", split.train), ("val", split.val), ("test", split.test)):
+        part = Part(
+            crops.select(range(start, start + len(part_samples))),
+            [s.difficulty for s in part_samples],
+            [_origin(s, extra) for s in part_samples],
+            [s.group for s in part_samples],
+        )
+        start += len(part_samples)
+        if name != "train" and args.synthetic > 0:
+            part = with_fixed_fakes(part, kinds, args.seed + SPLIT_SEEDS[name])
+        if name == "val" and args.degrade > 0:
+            part = degraded(part, args.degrade, args.seed + SPLIT_SEEDS[name] + DEGRADE_SEED_OFFSET)
+        counts = label_counts(part.crops.labels)
+        if counts["real"] == 0 or (counts["fake"] == 0 and (name != "train" or args.synthetic == 0)):
+            raise TrainingError(
+                f"the {name} split has {counts}; it needs both real and fake images (use more data)"
+            )
+        parts[name] = part
+    train = parts["train"]
+    pool = real_pool(train.crops, train.groups)
+    if args.synthetic > 0 and not len(pool.images):
+        raise TrainingError("--synthetic needs training reals whose face mesh was found; none was")
+    no_face = {name: part.crops.no_face for name, part in parts.items()}
+    return PreparedData(parts, pool, has_fakes, no_face)
+
+
+def fixed_kinds(recipe: dict[str, float]) -> tuple[str, ...]:
+    """The kinds of a recipe in their canonical order."""
+    return tuple(kind for kind in SYNTHETIC_KINDS if kind in recipe)
