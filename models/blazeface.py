@@ -76,7 +76,7 @@ def decode(
 
 
 def suppression_clusters(faces: RawFaces, iou_threshold: float = SUPPRESSION_IOU) -> list[np.ndarray]:
-    """MediaPipe's clustering for non-max suppression: index arrays into `faces`, best cluster first.
+    """MediaPipe's clustering for non-max suppression: index arrays into `faces` in score order, best first.
 
     Greedily around the highest remaining score: every remaining candidate whose box overlaps it by IoU above
     `iou_threshold` joins its cluster (itself first). The box coordinates may be normalised or in pixels (IoU

@@ -13,11 +13,36 @@ from models.bundled import FACE_DETECTION_FULL_RANGE, FACE_DETECTION_SHORT_RANGE
 from models.geometry import Box, Detection
 
 DetectorRange = Literal["short", "full"]
+SourceKind = Literal["browser", "camera", "file"]
+RANGE_SETTINGS = ("auto", "short", "full")
+"""Values of the `detector_range` setting: a range, or `auto` to choose it by source kind (`range_for`)."""
+AUTO_RANGES: dict[str, DetectorRange] = {"browser": "short", "camera": "full", "file": "full"}
+"""What `auto` runs per source kind, by measurement (docs/performance.md, "Detector range"): the short range
+needs a face at least ~13 % of the frame's longer side wide, the full range ~8-10 % (and finds half to three
+quarters of the faces at 4-6 %), but the short range fits close faces better (box centre 6 % of the face's width off the
+FaceMesh centre, against 11 %; full range misses 1-10 % of faces filling a third of the frame). Browser webcams
+film people at arm's length; cameras and recorded clips (DFDC: 1080x1920, people a few metres away) film them
+further."""
+
+
+def range_for(setting: str, source: SourceKind) -> DetectorRange:
+    """The detector range for a `source`: `setting` itself (`short`, `full`) or, for `auto`, `AUTO_RANGES`."""
+    if setting == "auto":
+        return AUTO_RANGES[source]
+    if setting == "short":
+        return "short"
+    if setting == "full":
+        return "full"
+    raise ValueError(f"detector range must be one of {', '.join(RANGE_SETTINGS)}, got {setting!r}")
 
 
 @dataclass(frozen=True)
 class DetectorConfig:
-    """`short` range suits faces within ~2 m of a webcam; `full` range finds smaller faces up to ~5 m."""
+    """`short` range suits faces within ~2 m of a webcam; `full` range finds smaller faces up to ~5 m.
+
+    The default stays `short` (the crops the shipped classifier was trained on); the service and `fakeweb run`
+    choose per source with `range_for`.
+    """
 
     range: DetectorRange = "short"
     min_confidence: float = 0.5

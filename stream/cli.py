@@ -100,7 +100,12 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("pipeline")
-    group.add_argument("--detector-range", default="short", choices=("short", "full"))
+    group.add_argument(
+        "--detector-range",
+        default="auto",
+        choices=("auto", "short", "full"),
+        help="BlazeFace model (default auto: full range for video files and cameras, short for browser webcams)",
+    )
     group.add_argument(
         "--min-confidence", type=open_unit_float, default=0.5, help="face detector confidence (0-1)"
     )
@@ -166,14 +171,14 @@ def load_model(args: argparse.Namespace) -> Classifier:
 
 def pipeline_config(args: argparse.Namespace, classifier: Classifier) -> PipelineConfig:
     # Imported here: MediaPipe imports TensorFlow, which usage errors and --help should not wait for.
-    from models.detector import DetectorConfig
+    from models.detector import DetectorConfig, range_for
     from stream.overlay import OverlayConfig
     from stream.pipeline import PipelineConfig
 
     manifest = classifier.package.manifest
     return PipelineConfig(
         crop=manifest.crop,
-        detector=DetectorConfig(range=args.detector_range, min_confidence=args.min_confidence),
+        detector=DetectorConfig(range_for(args.detector_range, "file"), args.min_confidence),
         detect_every=args.detect_every,
         mesh_every=args.mesh_every,
         scoring=scoring_config(args, manifest.threshold),

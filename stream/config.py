@@ -23,6 +23,10 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 
+DETECTOR_RANGES = ("auto", "short", "full")
+"""`models.detector.RANGE_SETTINGS`, repeated so that reading the configuration does not load MediaPipe."""
+
+
 class ConfigError(FakewebError):
     """The configuration is invalid or unsafe."""
 
@@ -64,7 +68,9 @@ class ServiceConfig:
     """The "suspect" band below the threshold, as a fraction of the threshold: from (1 - suspect_band) * t."""
     hysteresis_band: float = _SCORING.hysteresis_band
     """A flagged face is "real" again only hysteresis_band * t below the suspect band's start."""
-    detector_range: str = "short"
+    detector_range: str = "auto"
+    """BlazeFace model: `short`, `full`, or `auto`: short range for browser webcams, full range for cameras, whose
+    faces are further away (`models.detector.AUTO_RANGES`; docs/performance.md, "Detector range")."""
     min_confidence: float = 0.5
     mesh_for: str = "manipulated"
     batch_max_size: int = 16
@@ -117,6 +123,10 @@ class ServiceConfig:
             raise ConfigError(f"scoring settings: {exc}") from exc
         if self.video_bitrate_kbps < 50:
             raise ConfigError("video_bitrate_kbps must be >= 50")
+        if self.detector_range not in DETECTOR_RANGES:
+            raise ConfigError(
+                f"detector_range must be one of {', '.join(DETECTOR_RANGES)}, got {self.detector_range!r}"
+            )
         if self.pin_threads not in PIN_THREADS_MODES:
             raise ConfigError(
                 f"pin_threads must be one of {', '.join(PIN_THREADS_MODES)}, got {self.pin_threads!r}"

@@ -23,7 +23,7 @@ import av
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from models.detector import DetectorConfig
+from models.detector import DetectorConfig, range_for
 from models.errors import FakewebError
 from models.manifest import Manifest
 from stream.affinity import CpuSplit
@@ -266,12 +266,15 @@ class LiveService:
         return self.holder.current is not None and self.batcher.running
 
     # -- streams -----------------------------------------------------------------------------------------------
-    def _pipeline_config(self) -> PipelineConfig:
+    def _pipeline_config(self, kind: StreamKind = "camera") -> PipelineConfig:
+        """A new stream's settings; the detector range follows its kind when `detector_range` is `auto`."""
         manifest = self.holder.current.package.manifest
         config = self.config
         return PipelineConfig(
             crop=manifest.crop,
-            detector=DetectorConfig(range=config.detector_range, min_confidence=config.min_confidence),  # type: ignore[arg-type]
+            detector=DetectorConfig(
+                range=range_for(config.detector_range, kind), min_confidence=config.min_confidence
+            ),
             detect_every=config.detect_every,
             mesh_every=config.mesh_every,
             scoring=self._scoring_config(),
@@ -312,7 +315,7 @@ class LiveService:
             on_encode=self.metrics.observe_encode,
         )
         pipeline = StreamPipeline(
-            stream_id, self._pipeline_config(), self.batcher.classify, scoring=self._scoring_config
+            stream_id, self._pipeline_config(kind), self.batcher.classify, scoring=self._scoring_config
         )
         holder: dict[str, LiveStream] = {}
         worker = StreamWorker(

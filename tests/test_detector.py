@@ -3,18 +3,34 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
+import av
 import cv2
 import mediapipe as mp
 import numpy as np
 import pytest
 from skimage.data import astronaut
 
-from models.blazeface import FULL_RANGE, SHORT_RANGE, RawFaces, anchor_centres, weighted_nms
+from models.blazeface import (
+    FULL_RANGE,
+    SHORT_RANGE,
+    RawFaces,
+    anchor_centres,
+    suppression_clusters,
+    weighted_nms,
+)
 from models.bundled import FACE_DETECTION_SHORT_RANGE, BundledModel
-from models.detector import DetectorConfig, FaceDetector
+from models.detector import RANGE_SETTINGS, DetectorConfig, FaceDetector, range_for
 from models.errors import ModelPackageError
 from models.geometry import Box, Detection
+from models.manifest import Manifest
+from models.preprocess import CropSpec
+from stream.cameras import CameraList
+from stream.cli import build_parser, pipeline_config
+from stream.config import DETECTOR_RANGES, ConfigError, ServiceConfig, load_config
+from stream.metrics import Metrics
+from stream.service import LiveService
 
 SHARED_IMAGES = Path(__file__).resolve().parents[2] / "shared" / "data" / "images"
 
@@ -145,3 +161,112 @@ def test_bundled_model_scales_the_image_into_its_input_as_a_float_tensor_would()
     for before, after in zip(first, kept, strict=True):
         np.testing.assert_array_equal(before, after)
     model.close()
+
+
+def test_weighted_nms_keeps_two_faces_side_by_side_apart() -> None:
+    """Candidates of two touching faces overlap little (IoU well under 0.3): two clusters, each averaged on its
+    own face, so suppression never draws a box between them."""
+    rng = np.random.default_rng(3)
+    faces = np.array([[0.20, 0.30, 0.30, 0.40], [0.29, 0.32, 0.39, 0.42]], dtype=np.float32)
+    boxes = np.concatenate([face + rng.normal(0.0, 0.005, (6, 4)) for face in faces]).astype(np.float32)
+    scores = rng.uniform(0.5, 0.9, 12).astype(np.float32)
+    keypoints = np.repeat(boxes[:, None, :2], 6, axis=1)
+    clusters = suppression_clusters(RawFaces(boxes, scores, keypoints))
+    assert sorted(sorted(int(i) // 6 for i in cluster) for cluster in clusters) == [[0] * 6, [1] * 6]
+    kept = weighted_nms(RawFaces(boxes, scores, keypoints))
+    for box in kept.boxes:
+        assert min(np.abs(box - face).max() for face in faces) < 0.01
+
+
+def test_suppression_clusters_start_at_the_best_remaining_score() -> None:
+    boxes = np.array(
+        [[0.1, 0.1, 0.3, 0.3], [0.11, 0.1, 0.31, 0.3], [0.5, 0.5, 0.7, 0.7], [0.12, 0.1, 0.32, 0.3]],
+        dtype=np.float32,
+    )
+    faces = RawFaces(boxes, np.array([0.6, 0.9, 0.7, 0.8], np.float32), np.zeros((4, 6, 2), np.float32))
+    assert [cluster.tolist() for cluster in suppression_clusters(faces)] == [[1, 3, 0], [2]]
+    assert suppression_clusters(RawFaces(boxes[:0], faces.scores[:0], faces.keypoints[:0])) == []
+
+
+def test_detections_are_the_candidates_after_suppression() -> None:
+    image = astronaut()
+    with FaceDetector() as detector:
+        found = detector.detect(image)
+        kept = weighted_nms(detector.candidates(image))
+    assert len(found) == len(kept.boxes) == 1
+    np.testing.assert_allclose(found[0].box.to_array(), kept.boxes[0], atol=1e-3)
+    np.testing.assert_allclose(found[0].keypoints, kept.keypoints[0], atol=1e-3)
+
+
+@pytest.mark.shared_data
+def test_short_range_sees_two_small_faces_as_one_where_full_range_parts_them(shared_data: Path) -> None:
+    """Frame 262 of two_people_stage.mp4 (640x360): two people side by side in the audience, faces 60-85 px
+    (hand-checked centres). Short range returns one box over both; it is the model's own best candidate, not
+    suppression blending two faces. Full range returns one box per face."""
+    with av.open(str(shared_data / "video" / "two_people_stage.mp4")) as container:
+        frames = container.decode(video=0)
+        image = next(frame for index, frame in enumerate(frames) if index == 262).to_ndarray(format="rgb24")
+    centres = [(339, 90), (404, 140)]
+
+    def holding(box: np.ndarray | Box) -> int:
+        x1, y1, x2, y2 = box.to_array() if isinstance(box, Box) else box
+        return sum(x1 <= x <= x2 and y1 <= y <= y2 for x, y in centres)
+
+    with FaceDetector(DetectorConfig(range="full")) as full:
+        assert sorted(holding(d.box) for d in full.detect(image) if holding(d.box)) == [1, 1]
+    with FaceDetector(DetectorConfig(range="short")) as short:
+        assert [holding(d.box) for d in short.detect(image) if holding(d.box)] == [2]
+        raw = short.candidates(image)
+    assert holding(raw.boxes[np.argmax(raw.scores)]) == 2
+
+
+def test_auto_range_is_short_for_browser_webcams_and_full_for_cameras_and_files() -> None:
+    assert {source: range_for("auto", source) for source in ("browser", "camera", "file")} == {
+        "browser": "short",
+        "camera": "full",
+        "file": "full",
+    }
+    for setting in ("short", "full"):
+        assert {range_for(setting, source) for source in ("browser", "camera", "file")} == {setting}
+    with pytest.raises(ValueError, match="auto, short, full"):
+        range_for("far", "camera")
+    assert RANGE_SETTINGS == DETECTOR_RANGES
+
+
+def test_the_service_setting_defaults_to_auto_and_refuses_unknown_ranges() -> None:
+    assert ServiceConfig().detector_range == "auto"
+    assert load_config(environ={"FAKEWEB_DETECTOR_RANGE": "short"}).detector_range == "short"
+    with pytest.raises(ConfigError, match="detector_range must be one of auto, short, full, got 'far'"):
+        load_config(environ={"FAKEWEB_DETECTOR_RANGE": "far"})
+
+
+def _manifest() -> Manifest:
+    return Manifest(
+        version="v1",
+        created_at="2025-01-01T00:00:00+00:00",
+        architecture="tiny-conv",
+        crop=CropSpec(size=32),
+        threshold=0.5,
+        files={"model.tflite": "0" * 64},
+    )
+
+
+@pytest.mark.parametrize(
+    ("setting", "browser", "camera"),
+    [("auto", "short", "full"), ("short", "short", "short"), ("full", "full", "full")],
+)
+def test_live_streams_detect_with_the_range_of_their_kind(
+    tmp_path: Path, setting: str, browser: str, camera: str
+) -> None:
+    holder = SimpleNamespace(current=SimpleNamespace(package=SimpleNamespace(manifest=_manifest())))
+    config = ServiceConfig(data_dir=tmp_path, detector_range=setting)
+    service = LiveService(config, holder, Metrics(), CameraList(tmp_path / "cameras.json"))  # type: ignore[arg-type]
+    assert service._pipeline_config("browser").detector.range == browser
+    assert service._pipeline_config("camera").detector.range == camera
+
+
+@pytest.mark.parametrize(("flags", "expected"), [((), "full"), (("--detector-range", "short"), "short")])
+def test_fakeweb_run_detects_with_full_range_unless_told(flags: tuple[str, ...], expected: str) -> None:
+    args = build_parser().parse_args(["run", "clip.mp4", "-o", "out.mp4", *flags])
+    classifier = SimpleNamespace(package=SimpleNamespace(manifest=_manifest()))
+    assert pipeline_config(args, classifier).detector.range == expected  # type: ignore[arg-type]

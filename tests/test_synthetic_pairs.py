@@ -8,6 +8,7 @@ import pytest
 from skimage import data as skdata
 
 from models.detector import FaceDetector
+from models.landmarks import NUM_LANDMARKS
 from models.preprocess import CropSpec, crop_face
 from training import pipeline, sbi
 from training.data import face_box
@@ -44,13 +45,29 @@ def test_donor_is_of_another_group(pool: pipeline.RealPool) -> None:
     assert {pool.donor(1, rng) for _ in range(20)} == {0}
 
 
-def test_fixed_fakes_are_seeded_one_per_real_and_kind(pool: pipeline.RealPool) -> None:
-    fakes, kinds = pool.fixed_fakes(("self_blend", "face_swap"), seed=3)
-    assert fakes.shape == (6, 128, 128, 3) and kinds == ["self_blend"] * 3 + ["face_swap"] * 3
-    np.testing.assert_array_equal(fakes, pool.fixed_fakes(("self_blend", "face_swap"), seed=3)[0])
-    assert not np.array_equal(fakes, pool.fixed_fakes(("self_blend", "face_swap"), seed=4)[0])
-    for index in range(3):
-        assert not np.array_equal(fakes[index], pool.images[index])
+def test_donor_is_posed_like_the_target() -> None:
+    rng = np.random.default_rng(1)
+    frontal = rng.uniform(30, 100, (NUM_LANDMARKS, 2)).astype(np.float32)
+    turned = frontal.copy()
+    turned[:, 0] = 64 + (turned[:, 0] - 64) * 0.4  # squeezed sideways, as a face turned away
+    same_pose = frontal * 0.8 + 10  # smaller and moved: the same pose
+    images = np.zeros((3, 128, 128, 3), np.uint8)
+    pool = pipeline.RealPool(images, np.stack([frontal, turned, same_pose]), np.array([0, 1, 2]))
+    donors = [pool.donor(0, np.random.default_rng(seed)) for seed in range(20)]
+    assert set(donors) <= {1, 2} and donors.count(2) >= 15  # 1 only when no candidate drew 2
+
+
+def test_fixed_fakes_are_seeded_per_real_and_kind(pool: pipeline.RealPool) -> None:
+    kinds = ("self_blend", "face_swap")
+    fakes, names = pool.fixed_fakes(kinds, seed=3, every_kind=True)
+    assert fakes.shape == (6, 128, 128, 3) and names == ["self_blend", "face_swap"] * 3
+    np.testing.assert_array_equal(fakes, pool.fixed_fakes(kinds, seed=3, every_kind=True)[0])
+    assert not np.array_equal(fakes, pool.fixed_fakes(kinds, seed=4, every_kind=True)[0])
+    for row in range(6):
+        assert not np.array_equal(fakes[row], pool.images[row // 2])
+    one_each, names = pool.fixed_fakes(kinds, seed=3, every_kind=False)
+    assert names == ["self_blend", "face_swap", "self_blend"]  # one per real, the kinds in turn
+    np.testing.assert_array_equal(one_each[:2], fakes[[0, 3]])
 
 
 def test_synthetic_pairs_alternate_a_real_and_its_fake(pool: pipeline.RealPool) -> None:

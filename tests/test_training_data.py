@@ -20,6 +20,8 @@ from training.data import (
     load_crops,
     read_ciplab,
     read_real_fake_folders,
+    read_real_folder,
+    source_group,
     split_by_group,
     subsample,
 )
@@ -183,3 +185,38 @@ def test_load_crops_rejects_unreadable_image(tmp_path: Path) -> None:
 def test_read_ciplab_on_shared_data(shared_data: Path) -> None:
     samples = read_ciplab(shared_data / "faces" / "ciplab-real-and-fake")
     assert Counter(s.difficulty for s in samples) == {"real": 1081, "easy": 240, "mid": 480, "hard": 240}
+
+
+def test_source_group_keeps_the_words_of_a_file_name() -> None:
+    assert source_group(Path("0_0_aidai_0014.jpg")) == "aidai"
+    assert source_group(Path("a-smile-2127788_1280.jpg")) == "a-smile"
+    assert source_group(Path("Portrait-Woman-99.png")) == "portrait-woman"
+    assert source_group(Path("0173.jpg")) == "0173"  # numbers only: its own group
+
+
+def test_read_real_folder_tags_by_folder_and_rejects_empty(tmp_path: Path) -> None:
+    folder = tmp_path / "portraits"
+    folder.mkdir()
+    for name in ("man-1_640.jpg", "man-2_640.jpg", "woman-7.jpg"):
+        cv2.imwrite(str(folder / name), np.zeros((8, 8, 3), np.uint8))
+    samples = read_real_folder(folder)
+    assert {s.label for s in samples} == {0} and {s.difficulty for s in samples} == {"portraits"}
+    assert [s.group for s in samples] == ["portraits/man", "portraits/man", "portraits/woman"]
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="no images"):
+        read_real_folder(tmp_path / "empty")
+
+
+@pytest.mark.shared_data
+def test_split_of_shared_reals_keeps_every_source_photo_group_on_one_side(shared_data: Path) -> None:
+    faces = shared_data / "faces"
+    samples = read_ciplab(faces / "ciplab-real-and-fake")
+    for folder in ("pixabay-portraits", "face-mask-detection-without-mask"):
+        samples += read_real_folder(faces / folder)
+    split = split_by_group(samples, 0.15, 0.2, seed=0)
+    sides = [{s.group for s in part} for part in (split.train, split.val, split.test)]
+    assert not (sides[0] & sides[1]) and not (sides[0] & sides[2]) and not (sides[1] & sides[2])
+    paths = [{s.path for s in part} for part in (split.train, split.val, split.test)]
+    assert sum(map(len, paths)) == len(samples)
+    for part in (split.val, split.test):  # every source is held out in part
+        assert {s.difficulty for s in part if s.label == 0} >= {"real", "pixabay-portraits"}

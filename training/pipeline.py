@@ -3,7 +3,7 @@ fakes made from real crops (self-blended, region-swapped, face-swapped), and eva
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import tensorflow as tf
@@ -39,7 +39,8 @@ def augment(image: tf.Tensor, label: tf.Tensor, seed: tf.Tensor) -> tuple[tf.Ten
 
 SYNTHETIC_KINDS = synth.KINDS
 DEFAULT_RECIPE = "self_blend=1,region_swap=1,face_swap=1"
-DONOR_TRIES = 8
+DONOR_CANDIDATES = 8
+POSE_STRIDE = 8  # every 8th FaceMesh point: 59 points describe the pose well enough
 
 
 def parse_recipe(text: str) -> dict[str, float]:
@@ -61,6 +62,15 @@ def parse_recipe(text: str) -> dict[str, float]:
     return {kind: weight / total for kind, weight in weights.items() if weight > 0}
 
 
+def pose_signature(landmarks: np.ndarray) -> np.ndarray:
+    """(N, 468, 2) landmarks -> (N, 2 * POSE_POINTS) shapes with position and size removed: faces turned or
+    tilted alike have close signatures."""
+    points = landmarks[:, ::POSE_STRIDE].astype(np.float64)
+    centred = points - points.mean(axis=1, keepdims=True)
+    scale = np.sqrt((centred**2).sum(axis=(1, 2), keepdims=True) / centred.shape[1])
+    return (centred / np.maximum(scale, 1e-6)).reshape(len(points), 2 * points.shape[1])
+
+
 @dataclass(frozen=True)
 class RealPool:
     """Real crops (N, S, S, 3) uint8 with landmarks (N, 468, 2) float32 and source-group ids (N,): what fakes
@@ -70,15 +80,24 @@ class RealPool:
     images: np.ndarray
     landmarks: np.ndarray
     groups: np.ndarray
+    poses: np.ndarray = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "poses", pose_signature(self.landmarks))
 
     def donor(self, index: int, rng: np.random.Generator) -> int:
-        """A random crop of another group than `index`'s (any other crop if all share one group)."""
+        """Of DONOR_CANDIDATES random crops of other groups than `index`'s, the one posed most like it (any
+        other crop if all share one group): a donor turned the other way makes a smeared, too easy fake."""
         count = len(self.images)
-        for _ in range(DONOR_TRIES):
-            other = int(rng.integers(count))
-            if self.groups[other] != self.groups[index]:
-                return other
-        return (index + 1 + int(rng.integers(count - 1))) % count if count > 1 else index
+        candidates = rng.integers(count, size=DONOR_CANDIDATES)
+        candidates = candidates[self.groups[candidates] != self.groups[index]]
+        if not len(candidates):
+            others = np.flatnonzero(self.groups != self.groups[index])
+            if len(others):
+                return int(rng.choice(others))
+            return (index + 1 + int(rng.integers(count - 1))) % count if count > 1 else index
+        distances = np.linalg.norm(self.poses[candidates] - self.poses[index], axis=1)
+        return int(candidates[int(np.argmin(distances))])
 
     def fake(self, index: int, kind: str, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """A synthetic fake of crop `index` and its mask (`synth.synthesize`)."""
@@ -87,16 +106,18 @@ class RealPool:
             kind, self.images[index], self.landmarks[index], self.images[other], self.landmarks[other], rng
         )
 
-    def fixed_fakes(self, kinds: tuple[str, ...], seed: int) -> tuple[np.ndarray, list[str]]:
-        """One fake of each crop per kind, crop i of kind k from `seeded_rng(seed, k, i)`, and their kinds."""
-        fakes = np.zeros((len(kinds) * len(self.images), *self.images.shape[1:]), dtype=np.uint8)
-        names: list[str] = []
-        for k, kind in enumerate(kinds):
-            for index in range(len(self.images)):
-                rng = sbi.seeded_rng(seed, SYNTHETIC_KINDS.index(kind), index)
-                fakes[k * len(self.images) + index] = self.fake(index, kind, rng)[0]
-                names.append(kind)
-        return fakes, names
+    def fixed_fakes(self, kinds: tuple[str, ...], seed: int, every_kind: bool) -> tuple[np.ndarray, list[str]]:
+        """Fixed fakes and their kinds: of each crop one per kind (`every_kind`), or one in all, the kinds taken
+        in turn; the fake of crop i and kind k comes from `seeded_rng(seed, k, i)`."""
+        jobs = [
+            (index, kind)
+            for index in range(len(self.images))
+            for kind in (kinds if every_kind else (kinds[index % len(kinds)],))
+        ]
+        fakes = np.zeros((len(jobs), *self.images.shape[1:]), dtype=np.uint8)
+        for row, (index, kind) in enumerate(jobs):
+            fakes[row] = self.fake(index, kind, sbi.seeded_rng(seed, SYNTHETIC_KINDS.index(kind), index))[0]
+        return fakes, [kind for _, kind in jobs]
 
 
 def real_pool(crops: CropSet, groups: list[str]) -> RealPool:

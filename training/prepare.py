@@ -101,12 +101,13 @@ def _origin(sample: Sample, extra_folders: set[str]) -> str:
     return sample.difficulty if sample.difficulty in extra_folders and sample.label == REAL else DATA_ORIGIN
 
 
-def with_fixed_fakes(part: Part, kinds: tuple[str, ...], seed: int) -> Part:
-    """`part` plus one synthetic fake of each of its reals (with landmarks) per kind, donors from `part`."""
+def with_fixed_fakes(part: Part, kinds: tuple[str, ...], seed: int, every_kind: bool) -> Part:
+    """`part` plus synthetic fakes of its reals (with landmarks), donors from `part`: one per real and kind
+    (`every_kind`, for a report per kind) or one per real, the kinds in turn (balanced, for calibration)."""
     pool = real_pool(part.crops, part.groups)
     if not len(pool.images):
         return part
-    fakes, names = pool.fixed_fakes(kinds, seed)
+    fakes, names = pool.fixed_fakes(kinds, seed, every_kind)
     crops = part.crops
     combined = CropSet(
         np.concatenate([crops.images, fakes]),
@@ -127,7 +128,8 @@ def prepare_data(
     args: argparse.Namespace, spec: CropSpec, detector: DetectorConfig, kinds: tuple[str, ...]
 ) -> PreparedData:
     """Read, subsample and split the samples, crop them (through the cache), add fixed synthetic fakes of
-    `kinds` to validation and test, degrade validation as training is, and check every part can be scored."""
+    `kinds` to validation (one per real) and test (one per real and kind), degrade validation as training is,
+    and check every part can be scored."""
     try:
         samples = read_samples(args)
         if args.max_images is not None:
@@ -153,7 +155,7 @@ def prepare_data(
         )
         start += len(part_samples)
         if name != "train" and args.synthetic > 0:
-            part = with_fixed_fakes(part, kinds, args.seed + SPLIT_SEEDS[name])
+            part = with_fixed_fakes(part, kinds, args.seed + SPLIT_SEEDS[name], every_kind=name == "test")
         if name == "val" and args.degrade > 0:
             part = degraded(part, args.degrade, args.seed + SPLIT_SEEDS[name] + DEGRADE_SEED_OFFSET)
         counts = label_counts(part.crops.labels)

@@ -312,9 +312,7 @@ def run(args: argparse.Namespace, command: str | None = None) -> int:
     }
     provenance = {
         "command": command or shlex.join(sys.argv),
-        "arguments": {
-            key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items()
-        },
+        "arguments": {key: _jsonable(value) for key, value in vars(args).items()},
         "data": _data_provenance(args, data, batches),
         "detector": {"range": detector_config.range, "min_confidence": detector_config.min_confidence},
         "training": {
@@ -348,6 +346,13 @@ def run(args: argparse.Namespace, command: str | None = None) -> int:
         )
         print(f"published {published.version} to {published.url}")
     return 0
+
+
+def _jsonable(value: Any) -> Any:
+    """An argument's value as JSON can hold it: paths (also in lists) as strings."""
+    if isinstance(value, list):
+        return [_jsonable(item) for item in value]
+    return str(value) if isinstance(value, Path) else value
 
 
 def _data_provenance(

@@ -1,14 +1,14 @@
-"""BlazeFace short against full range: faces found and cost per frame, on the shared clips and photos as they are
-and placed small in 1080p frames (a camera a few metres away). Not part of `fakeweb bench`: it needs the shared
-data (`../shared/data`, docs/performance.md "Detector range").
+"""BlazeFace short against full range (and full range over tiles): faces found and cost per call, on the shared
+clips and photos as they are and placed small in larger frames (a camera a few metres away). Not part of
+`fakeweb bench`: it needs `../shared/data`. Method and results: docs/performance.md, "Detector range".
 
-    nice -n 10 python -m stream.benchmarks.detector_range [--data ../shared/data] [--every 1] [--json F]
+    nice -n 10 python -m stream.benchmarks.detector_range [--data ../shared/data] [--every 2] [--json F]
 
-There is no ground truth. Each face to find is followed with FaceMesh from a hand-checked first box (its
-landmarks' bounding box is the reference, whatever the detectors say); scenes built from the frames carry the
-references along. A detection finds a reference face when it holds that face's centre and no other's and is at
-most twice as wide; a box holding two or more reference centres is merged; any other detection is "other" (a
-false alarm or a face nobody listed: a pianist, the audience).
+There is no ground truth: the faces to find were checked by eye (`STAGE_SHOTS`, `PHOTOS`); moving faces are
+followed by FaceMesh from a first box, and scenes built from the frames carry the boxes along. A detection finds
+a face when it holds that face's centre and no other's and is at most twice as wide; a box holding two or more
+centres is merged; any other detection is "other" (a false alarm or a face nobody listed: the pianist, the
+audience).
 """
 
 from __future__ import annotations

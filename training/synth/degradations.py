@@ -14,6 +14,7 @@ import threading
 import av
 import cv2
 import numpy as np
+from av.video.codeccontext import VideoCodecContext
 
 CLEAN = 0.1  # probability that the image is returned as it is
 # Each step happens with its probability, in this order: the camera's, then scaling and compression.
@@ -37,22 +38,25 @@ REFERENCE_SIDE = 128
 _codecs = threading.local()
 
 
-def _h264_codecs(width: int, height: int, qp: int) -> tuple[av.CodecContext, av.CodecContext]:
+def _h264_codecs(width: int, height: int, qp: int) -> tuple[VideoCodecContext, VideoCodecContext]:
     """This thread's libx264 encoder (intra only, constant QP) and H.264 decoder for frames of this size."""
-    cache: dict[tuple[int, int, int], tuple[av.CodecContext, av.CodecContext]] = _codecs.__dict__.setdefault(
-        "cache", {}
+    cache: dict[tuple[int, int, int], tuple[VideoCodecContext, VideoCodecContext]] = (
+        _codecs.__dict__.setdefault("cache", {})
     )
     if (width, height, qp) not in cache:
-        encoder = av.CodecContext.create("libx264", "w")
+        encoder, decoder = av.CodecContext.create("libx264", "w"), av.CodecContext.create("h264", "r")
+        assert isinstance(encoder, VideoCodecContext) and isinstance(decoder, VideoCodecContext)
         encoder.width, encoder.height = width, height
         encoder.pix_fmt = "yuv420p"
         encoder.time_base = fractions.Fraction(1, 25)
         encoder.options = {
-            "qp": str(qp), "preset": "ultrafast", "tune": "zerolatency", "threads": "1",
+            "qp": str(qp),
+            "preset": "ultrafast",
+            "tune": "zerolatency",
+            "threads": "1",
             "x264-params": "keyint=1:scenecut=0",
-        }  # fmt: skip
+        }
         encoder.open()
-        decoder = av.CodecContext.create("h264", "r")
         decoder.options = {"threads": "1"}
         decoder.open()
         cache[(width, height, qp)] = (encoder, decoder)
@@ -62,7 +66,7 @@ def _h264_codecs(width: int, height: int, qp: int) -> tuple[av.CodecContext, av.
 def h264(image: np.ndarray, qp: int) -> np.ndarray:
     """An RGB uint8 image through libx264 as one intra frame at constant quantiser `qp` (4:2:0) and back."""
     height, width = image.shape[:2]
-    padded = cv2.copyMakeBorder(image, 0, height % 2, 0, width % 2, cv2.BORDER_REFLECT_101)  # 4:2:0: even sides
+    padded = np.pad(image, ((0, height % 2), (0, width % 2), (0, 0)), mode="edge")  # 4:2:0 needs even sides
     encoder, decoder = _h264_codecs(width + width % 2, height + height % 2, qp)
     frames = [
         frame
@@ -76,14 +80,18 @@ def h264(image: np.ndarray, qp: int) -> np.ndarray:
 
 def jpeg(image: np.ndarray, quality: int) -> np.ndarray:
     """An RGB uint8 image through JPEG (OpenCV's default 4:2:0 chroma) at `quality` and back."""
-    ok, data = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
+    ok, data = cv2.imencode(
+        ".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality]
+    )
     if not ok:
         raise RuntimeError("JPEG encoding failed")
     return cv2.cvtColor(cv2.imdecode(data, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
 
 
 def _cast(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    gains = np.array([rng.uniform(1 - CAST_GAIN, 1 + CAST_GAIN), 1.0, rng.uniform(1 - CAST_GAIN, 1 + CAST_GAIN)])
+    gains = np.array(
+        [rng.uniform(1 - CAST_GAIN, 1 + CAST_GAIN), 1.0, rng.uniform(1 - CAST_GAIN, 1 + CAST_GAIN)]
+    )
     gamma = rng.uniform(*CAST_GAMMA)
     levels = np.arange(256, dtype=np.float64)[:, None] / 255.0
     table = np.clip(np.round(255.0 * np.clip(levels * gains, 0, 1) ** gamma), 0, 255).astype(np.uint8)
@@ -115,8 +123,9 @@ def degrade(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         out = np.clip(np.round(out + noise), 0, 255).astype(np.uint8)
     if rng.random() < RESCALE:
         factor = rng.uniform(*RESCALE_FACTOR)
-        small = cv2.resize(out, (max(1, round(width / factor)), max(1, round(height / factor))),
-                           interpolation=cv2.INTER_AREA)
+        small = cv2.resize(
+            out, (max(1, round(width / factor)), max(1, round(height / factor))), interpolation=cv2.INTER_AREA
+        )
         up = cv2.INTER_LINEAR if rng.random() < 0.5 else cv2.INTER_CUBIC
         out = cv2.resize(small, (width, height), interpolation=up)
     if rng.random() < COMPRESS:

@@ -55,7 +55,9 @@ def face_crops(paths: Sequence[Path], spec: CropSpec) -> tuple[np.ndarray, np.nd
         for path in paths:
             rgb = read_image(path)
             crop, box = face_crop(rgb, spec, detector)
-            points = None if box is None else landmarker(crop_face(rgb, box, CropSpec(LANDMARK_SIDE, spec.margin)))
+            points = (
+                None if box is None else landmarker(crop_face(rgb, box, CropSpec(LANDMARK_SIDE, spec.margin)))
+            )
             if points is not None:
                 crops.append(crop)
                 landmarks.append(points * (spec.size / LANDMARK_SIDE))
@@ -88,21 +90,31 @@ def write_examples(crops: np.ndarray, landmarks: np.ndarray, out: Path, seed: in
             if donor == target:
                 donor = (donor + 1) % count
             fake, mask = synthesize(
-                kind, crops[target], landmarks[target], crops[donor], landmarks[donor], seeded_rng(seed, k, column)
+                kind,
+                crops[target],
+                landmarks[target],
+                crops[donor],
+                landmarks[donor],
+                seeded_rng(seed, k, column),
             )
             for row, image in zip(rows, (crops[target], crops[donor], fake, mask), strict=True):
                 row.append(image)
         shown = [rows[0], rows[2], rows[3]] if kind == "self_blend" else rows
         _write(out / f"{kind}.png", grid([image for row in shown for image in row], COLUMNS))
     reals = [crops[(len(KINDS) * COLUMNS + column) % count] for column in range(COLUMNS)]
-    degraded = [degrade(real, seeded_rng(seed, len(KINDS), row, c)) for row in range(DEGRADED_ROWS)
-                for c, real in enumerate(reals)]
+    degraded = [
+        degrade(real, seeded_rng(seed, len(KINDS), row, c))
+        for row in range(DEGRADED_ROWS)
+        for c, real in enumerate(reals)
+    ]
     _write(out / "degrade.png", grid(reals + degraded, COLUMNS))
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=Path, default=Path("../shared/data/faces"), help="holds " + ", ".join(FOLDERS))
+    parser.add_argument(
+        "--data", type=Path, default=Path("../shared/data/faces"), help="holds " + ", ".join(FOLDERS)
+    )
     parser.add_argument("--out", type=Path, default=Path("docs/synthetic"))
     parser.add_argument("--per-folder", type=int, default=16, help="photos read from each folder")
     parser.add_argument("--size", type=int, default=128, help="crop side in pixels")

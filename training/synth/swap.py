@@ -18,21 +18,26 @@ from training.synth.warp import fit, piecewise_affine_maps, warp_maps
 # Region swap: which parts (sbi.PARTS: left eye and brow, right eye and brow, nose, lips), the pasted region
 # around each, how it is placed and blended.
 PART_COUNT_WEIGHTS = (0.4, 0.25, 0.15, 0.2)  # 1, 2, 3 or all 4 parts (CIPLAB's flags: any non-empty subset)
-PART_GROWTH = (1.1, 1.4)  # the region is the part's points scaled about their centre by this
-ELLIPSE = 0.3  # probability that a region is the ellipse fitted to the points rather than their hull
+PART_GROWTH = (1.05, 1.35)  # the region is the part's points scaled about their centre by this
+SHAPES = (
+    "hull",
+    "ellipse",
+    "box",
+)  # a region is the points' hull, the ellipse or the rotated box around them
+SHAPE_WEIGHTS = (0.5, 0.25, 0.25)
 SIMILARITY = 0.5  # probability of a similarity fit of the part's points (else a full affine fit)
 JITTER = (0.04, 0.05)  # placement error: a move of up to this fraction of the region's size, scale 1 +- this
 FEATHER = (0.01, 0.12)  # mask blur sigma as a fraction of the region's size: from a hard cut to a soft fade
-COLOUR_STRENGTH = (0.5, 1.0)  # how far the LAB mean/std transfer goes from the donor's colours to the target's
+COLOUR_STRENGTH = (0.5, 1.0)  # how far the LAB mean/std transfer takes the donor's colours to the target's
 # Face swap: the region replaced, its blend, and the donor's resolution.
-FACE_REGIONS = {  # name: scale of its hull about its centre
-    "inner": (1.0, 1.15),  # brows, eyes, nose and mouth
-    "below_brows": (0.88, 0.97),  # the face below the brows
-    "face": (0.82, 0.92),  # the whole face
+FACE_REGIONS = {  # name: scale of its hull about its centre (then cut to the face's outline)
+    "inner": (1.1, 1.3),  # brows, eyes, nose and mouth
+    "below_brows": (0.9, 1.0),  # the face below the brows
+    "face": (0.85, 0.95),  # the whole face
 }
 POISSON = 0.4  # probability of Poisson blending (cv2.seamlessClone) instead of a soft alpha blend
-FACE_FEATHER = (0.02, 0.08)  # as FEATHER, for the alpha blend
-RESAMPLE = (0.5, 1.2, 2.5)  # probability and factor range of down-up scaling the donor (a model's render size)
+FACE_FEATHER = (0.01, 0.04)  # as FEATHER, for the alpha blend
+RESAMPLE = (0.5, 1.2, 2.0)  # probability and factors of down-up scaling the donor (a model's render size)
 MIN_REGION_PIXELS = 16  # smaller regions (mostly outside the crop) are not colour-matched
 
 
@@ -49,27 +54,29 @@ def _grown(points: np.ndarray, factor: float) -> np.ndarray:
     return centre + (points - centre) * factor
 
 
-def _region(points: np.ndarray, side: int, ellipse: bool) -> np.ndarray:
-    """A (side, side) float32 mask in [0, 1] (anti-aliased edge): the hull of `points`, or the ellipse fitted to
-    them grown to hold them all."""
+def _region(points: np.ndarray, side: int, shape: str = "hull") -> np.ndarray:
+    """A (side, side) float32 mask in [0, 1] (anti-aliased edge) of a shape around `points` (see SHAPES): their
+    hull, the ellipse fitted to them grown to hold them all, or their smallest rotated box."""
     mask = np.zeros((side, side), dtype=np.uint8)
-    if ellipse:
+    if shape == "ellipse":
         (cx, cy), (width, height), angle = cv2.fitEllipse(points.astype(np.float32))
         cos, sin = np.cos(np.deg2rad(angle)), np.sin(np.deg2rad(angle))
         relative = points - (cx, cy)
         along, across = relative @ (cos, sin), relative @ (-sin, cos)
         reach = float(np.sqrt((along / max(width, 1e-3)) ** 2 + (across / max(height, 1e-3)) ** 2).max())
-        centre, axes = (round(cx * 16), round(cy * 16)), (round(width * reach * 16), round(height * reach * 16))
+        centre = (round(cx * 16), round(cy * 16))
+        axes = (round(width * reach * 16), round(height * reach * 16))
         cv2.ellipse(mask, centre, axes, angle, 0, 360, (255,), -1, cv2.LINE_AA, shift=4)
-    else:
-        hull = cv2.convexHull(np.round(points * 16).astype(np.int32))
-        cv2.fillConvexPoly(mask, hull, (255,), lineType=cv2.LINE_AA, shift=4)
+        return mask.astype(np.float32) / 255.0
+    outline = cv2.boxPoints(cv2.minAreaRect(points.astype(np.float32))) if shape == "box" else points
+    hull = cv2.convexHull(np.round(outline * 16).astype(np.int32))
+    cv2.fillConvexPoly(mask, hull, (255,), lineType=cv2.LINE_AA, shift=4)
     return mask.astype(np.float32) / 255.0
 
 
 def _feather(region: np.ndarray, fraction: float) -> np.ndarray:
     sigma = max(fraction * float(np.sqrt(region.sum())), 0.3)
-    return cv2.GaussianBlur(region, (0, 0), sigma)
+    return np.clip(cv2.GaussianBlur(region, (0, 0), sigma), 0.0, 1.0)
 
 
 def lab(image: np.ndarray) -> np.ndarray:
@@ -77,7 +84,9 @@ def lab(image: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(np.clip(image, 0, 255).astype(np.float32) / 255.0, cv2.COLOR_RGB2LAB)
 
 
-def match_colour(source: np.ndarray, target_lab: np.ndarray, region: np.ndarray, strength: float) -> np.ndarray:
+def match_colour(
+    source: np.ndarray, target_lab: np.ndarray, region: np.ndarray, strength: float
+) -> np.ndarray:
     """Float32 RGB `source` with its LAB mean and standard deviation inside `region` (> 0.5) moved by
     `strength` (0: none, 1: all the way) to the target's there (`target_lab`: the target in `lab`); unchanged if
     the region is tiny."""
@@ -93,7 +102,7 @@ def match_colour(source: np.ndarray, target_lab: np.ndarray, region: np.ndarray,
     return cv2.cvtColor(shifted.astype(np.float32), cv2.COLOR_LAB2RGB) * 255.0
 
 
-def _jitter(rng: np.random.Generator, points: np.ndarray) -> np.ndarray:
+def _jitter(points: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """A 2x3 map of a small placement error: scale about the points' centre and move."""
     size = float(np.ptp(points, axis=0).max())
     scale = 1.0 + rng.uniform(-JITTER[1], JITTER[1])
@@ -116,7 +125,10 @@ def _to_uint8(image: np.ndarray) -> np.ndarray:
 
 
 def region_swap(
-    target: np.ndarray, target_landmarks: np.ndarray, donor: np.ndarray, donor_landmarks: np.ndarray,
+    target: np.ndarray,
+    target_landmarks: np.ndarray,
+    donor: np.ndarray,
+    donor_landmarks: np.ndarray,
     rng: np.random.Generator,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The target crop with 1-4 of its parts (an eye with its brow, the nose, the mouth) replaced by the donor's:
@@ -135,14 +147,14 @@ def region_swap(
     fake, mask = target.astype(np.float32), np.zeros((side, side), dtype=np.float32)
     source, target_lab = donor.astype(np.float32), lab(target)
     # no region reaches past the target's face outline, nor brings what lies past the donor's
-    face = _region(target_landmarks, side, ellipse=False)
-    donor_face = _region(donor_landmarks, donor.shape[0], ellipse=False)
+    face = _region(target_landmarks, side)
+    donor_face = _region(donor_landmarks, donor.shape[0])
     for part in chosen:
         target_points, donor_points = target_landmarks[PARTS[part]], donor_landmarks[PARTS[part]]
         region_points = _grown(target_points, rng.uniform(*PART_GROWTH))
-        region = _region(region_points, side, rng.random() < ELLIPSE) * face
+        region = _region(region_points, side, SHAPES[rng.choice(len(SHAPES), p=SHAPE_WEIGHTS)]) * face
         placement = fit(donor_points, target_points, rng.random() < SIMILARITY)
-        placement = _then(placement, _jitter(rng, region_points))
+        placement = _then(placement, _jitter(region_points, rng))
         region = region * cv2.warpAffine(donor_face, placement, (side, side), flags=cv2.INTER_LINEAR)
         alpha = _feather(region, rng.uniform(*FEATHER))
         strength = rng.uniform(*COLOUR_STRENGTH)
@@ -168,7 +180,7 @@ def _face_region(landmarks: np.ndarray, side: int, rng: np.random.Generator) -> 
         points = landmarks[landmarks[:, 1] >= landmarks[BROWS, 1].min()]
     else:
         points = landmarks
-    return _region(_grown(points, rng.uniform(*FACE_REGIONS[name])), side, ellipse=False)
+    return _region(_grown(points, rng.uniform(*FACE_REGIONS[name])), side) * _region(landmarks, side)
 
 
 def _resample(image: np.ndarray, factor: float) -> np.ndarray:
@@ -178,7 +190,10 @@ def _resample(image: np.ndarray, factor: float) -> np.ndarray:
 
 
 def face_swap(
-    target: np.ndarray, target_landmarks: np.ndarray, donor: np.ndarray, donor_landmarks: np.ndarray,
+    target: np.ndarray,
+    target_landmarks: np.ndarray,
+    donor: np.ndarray,
+    donor_landmarks: np.ndarray,
     rng: np.random.Generator,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The target crop with the donor's inner face (the inner parts, the face below the brows or the whole face,
@@ -193,7 +208,9 @@ def face_swap(
     check_crop(donor, donor_landmarks, "donor")
     side = target.shape[0]
     region = _face_region(target_landmarks, side, rng)
-    maps = piecewise_affine_maps(target_landmarks.astype(np.float64), donor_landmarks.astype(np.float64), side)
+    maps = piecewise_affine_maps(
+        target_landmarks.astype(np.float64), donor_landmarks.astype(np.float64), side
+    )
     pasted = warp_maps(donor.astype(np.float32), maps)
     if rng.random() < RESAMPLE[0]:
         pasted = _resample(pasted, rng.uniform(*RESAMPLE[1:]))
@@ -203,6 +220,7 @@ def face_swap(
         x, y, width, height = cv2.boundingRect(inside)
         if width and height:
             centre = (x + width // 2, y + height // 2)  # puts the mask's box back where it is
+            # a copy of the mask: seamlessClone writes into it
             fake = cv2.seamlessClone(_to_uint8(pasted), target, inside.copy(), centre, cv2.NORMAL_CLONE)
             return fake, (inside > 0).astype(np.float32)
     alpha = _feather(region, rng.uniform(*FACE_FEATHER))

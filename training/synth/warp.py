@@ -95,13 +95,15 @@ def piecewise_affine_maps(target: np.ndarray, donor: np.ndarray, side: int) -> t
     index = np.full((side, side), -1, dtype=np.int32)
     outlines = np.round(corners[order] * (1 << SUBPIXEL_BITS)).astype(np.int32)
     for number, outline in enumerate(outlines):
-        cv2.fillConvexPoly(index, outline, number, cv2.LINE_8, SUBPIXEL_BITS)
+        cv2.fillConvexPoly(index, outline, (number,), cv2.LINE_8, SUBPIXEL_BITS)
     covered = index >= 0
     triangle = index[covered]
     offsets = (pixels[covered] - corners[order][triangle, 0])[:, None, :]
     coordinates[covered] = donor_corners[order][triangle, 0] + (offsets @ linear[triangle])[:, 0]
     map_x, map_y = (
-        cv2.GaussianBlur(cv2.medianBlur(coordinates[..., axis].astype(np.float32), MAP_MEDIAN), (0, 0), MAP_SIGMA)
+        cv2.GaussianBlur(
+            cv2.medianBlur(coordinates[..., axis].astype(np.float32), MAP_MEDIAN), (0, 0), MAP_SIGMA
+        )
         for axis in (0, 1)
     )
     return map_x, map_y
