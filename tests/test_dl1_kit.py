@@ -128,7 +128,8 @@ def test_dockerfile_builds_on_habanas_tensorflow_image_and_installs_the_package(
     assert instructions[0] == f"FROM {BASE_IMAGE}"
     assert "COPY . ." in instructions
     install = next(line for line in instructions if "pip install" in line)
-    assert "python3 -m pip install ." in install and "import habana_frameworks.tensorflow" in install
+    assert 'python3 -m pip install ".[train]"' in install and "import habana_frameworks.tensorflow" in install
+    assert "--no-deps" in install and "build_model('mobilenet_v2_imagenet'" in install
     assert "tf.__version__ == '2.15.0'" in install
 
 

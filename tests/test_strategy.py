@@ -22,6 +22,8 @@ import tensorflow as tf
 from hpu_venv import needs_hpu_venv, run_probe
 
 from models.errors import DeviceError
+from training.architectures import build_model
+from training.backbones.weights import BackboneWeightsError
 from training.strategy import (
     BF16_POLICY,
     OUTPUT_LAYER,
@@ -226,6 +228,21 @@ def test_bf16_model_keeps_a_float32_output_and_exports_in_float32() -> None:
     np.testing.assert_array_equal(exported(batch).numpy(), model(batch).numpy())
     np.testing.assert_allclose(mixed(batch).numpy(), model(batch).numpy(), atol=0.02)
     assert make_strategy("cpu", environ={}).prepare_model(model) is model
+
+
+@pytest.mark.parametrize("name", ["mobilenet_v2_imagenet", "efficientnet_lite0_imagenet"])
+def test_pretrained_backbones_train_in_bf16_and_export_in_float32(name: str) -> None:
+    try:
+        model = build_model(name, 64)
+    except BackboneWeightsError as exc:
+        pytest.skip(f"pretrained weights not installed: {exc}")
+    placement = FakeHabana().make("hpu")
+    with placement.strategy.scope():
+        mixed = placement.prepare_model(model)
+    batch = np.random.default_rng(1).uniform(0, 255, (2, 64, 64, 3)).astype(np.float32)
+    assert mixed.output.dtype == tf.float32
+    np.testing.assert_allclose(mixed(batch).numpy(), model(batch).numpy(), atol=0.05)
+    np.testing.assert_array_equal(float32_copy(mixed)(batch).numpy(), model(batch).numpy())
 
 
 def free_port_pair() -> int:

@@ -11,17 +11,15 @@ from __future__ import annotations
 
 import argparse
 from collections import defaultdict
-from fractions import Fraction
 from pathlib import Path
 
+import av
 import cv2
 import numpy as np
 
 from models.package import ModelPackage
-from stream.file_source import VideoInfo
-from stream.sinks import VideoFileSink
 from training.data import REAL, Sample, read_image, split_by_group, subsample
-from training.prepare import DATA_ORIGIN, read_samples
+from training.prepare import origin, read_samples
 
 WIDTH, HEIGHT, RATE = 640, 480, 30
 FRAMES_PER_PHOTO = 30
@@ -47,7 +45,7 @@ def heldout_reals(model: Path) -> dict[str, list[Sample]]:
     by_origin: dict[str, list[Sample]] = defaultdict(list)
     for sample in split.test:
         if sample.label == REAL and sample.frame is None:
-            by_origin[sample.difficulty if sample.difficulty in extra else DATA_ORIGIN].append(sample)
+            by_origin[origin(sample, extra)].append(sample)
     return dict(by_origin)
 
 
@@ -65,14 +63,19 @@ def _frame(photo: np.ndarray, zoom: float) -> np.ndarray:
 
 
 def write_clip(samples: list[Sample], path: Path) -> int:
-    """One second per photo, zooming slowly; returns the number of frames written."""
-    info = VideoInfo(WIDTH, HEIGHT, Fraction(RATE), Fraction(1, RATE))
-    with VideoFileSink(path, info) as sink:
+    """One second per photo, zooming slowly, H.264 (yuv420p, CRF 23); returns the number of frames written."""
+    frames = 0
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("libx264", rate=RATE, options={"crf": "23", "preset": "veryfast"})
+        stream.width, stream.height, stream.pix_fmt = WIDTH, HEIGHT, "yuv420p"
         for sample in samples:
             photo = read_image(sample.path)
             for step in range(FRAMES_PER_PHOTO):
-                sink.write(_frame(photo, 1.0 + ZOOM * step / FRAMES_PER_PHOTO))
-        return sink.frames_written
+                image = _frame(photo, 1.0 + ZOOM * step / FRAMES_PER_PHOTO)
+                container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+                frames += 1
+        container.mux(stream.encode(None))
+    return frames
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -84,12 +87,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--per-origin", type=int, default=60, help="photos per clip, spread over the split")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    for origin, samples in sorted(heldout_reals(args.model).items()):
+    for name, samples in sorted(heldout_reals(args.model).items()):
         chosen = [
             samples[i]
             for i in np.linspace(0, len(samples) - 1, min(args.per_origin, len(samples))).astype(int)
         ]
-        path = args.out / f"heldout-{origin}.mp4"
+        path = args.out / f"heldout-{name}.mp4"
         frames = write_clip(chosen, path)
         print(f"{path}: {len(chosen)} of {len(samples)} held-out real photos, {frames} frames")
     return 0

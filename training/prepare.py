@@ -97,8 +97,10 @@ def read_samples(args: argparse.Namespace) -> list[Sample]:
     return samples
 
 
-def _origin(sample: Sample, extra_folders: set[str]) -> str:
-    return sample.difficulty if sample.difficulty in extra_folders and sample.label == REAL else DATA_ORIGIN
+def origin(sample: Sample, extra_folders: set[str]) -> str:
+    """A sample's origin: the name of the extra-reals folder it came from, else "data"."""
+    tag = sample.difficulty
+    return tag if tag is not None and tag in extra_folders and sample.label == REAL else DATA_ORIGIN
 
 
 def with_fixed_fakes(part: Part, kinds: tuple[str, ...], seed: int, every_kind: bool) -> Part:
@@ -114,7 +116,8 @@ def with_fixed_fakes(part: Part, kinds: tuple[str, ...], seed: int, every_kind: 
         np.concatenate([crops.labels, np.full(len(fakes), FAKE, dtype=np.int32)]),
         np.concatenate([crops.faces, np.ones(len(fakes), dtype=bool)]),
     )
-    return Part(combined, part.tags + names, part.origins + names, part.groups + ["synthetic"] * len(fakes))
+    tags: list[str | None] = [*part.tags, *names]
+    return Part(combined, tags, part.origins + names, part.groups + ["synthetic"] * len(fakes))
 
 
 def degraded(part: Part, probability: float, seed: int) -> Part:
@@ -150,7 +153,7 @@ def prepare_data(
         part = Part(
             crops.select(range(start, start + len(part_samples))),
             [s.difficulty for s in part_samples],
-            [_origin(s, extra) for s in part_samples],
+            [origin(s, extra) for s in part_samples],
             [s.group for s in part_samples],
         )
         start += len(part_samples)
