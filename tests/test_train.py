@@ -134,6 +134,11 @@ def test_main_trains_on_real_faces_only_with_synthetic_fakes(tmp_path: Path) -> 
     assert manifest.metrics["test"]["n_fake"] == 2 and manifest.calibration is not None
     crops = np.zeros((2, 32, 32, 3), np.uint8)
     assert load_classifier(ModelPackage.load(out), device="cpu").predict(crops).shape == (2,)
+    image_tags = set()
+    for events in (tmp_path / "models" / "pkg.tensorboard" / "images").glob("events.out.tfevents.*"):
+        for event in tf.compat.v1.train.summary_iterator(str(events)):
+            image_tags |= {value.tag for value in event.summary.value}
+    assert image_tags == {"synthetic/self_blend", "validation_scores"}
 
     argv[argv.index("0.25")] = "0"  # without synthetic fakes, real faces alone cannot train
     assert train.main([*argv, "--overwrite"]) == 1
