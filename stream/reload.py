@@ -111,6 +111,7 @@ class ModelHolder:
             "architecture": manifest.architecture,
             "input_size": manifest.crop.size,
             "threshold": manifest.threshold,
+            "calibration": manifest.calibration,
             "created_at": manifest.created_at,
         }
 

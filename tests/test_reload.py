@@ -196,6 +196,7 @@ def test_model_holder_swaps_atomically(tiny_package: Path) -> None:
         "architecture": "tiny-conv",
         "input_size": SIZE,
         "threshold": 0.5,
+        "calibration": None,
         "created_at": first.package.manifest.created_at,
     }
     second = verify_candidate(ModelPackage.load(tiny_package), device="cpu")
