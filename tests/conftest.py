@@ -53,3 +53,24 @@ def tiny_package(tmp_path_factory: pytest.TempPathFactory) -> Path:
     check = np.random.default_rng(0).uniform(0, 255, (2, TINY_SIZE, TINY_SIZE, 3)).astype(np.float32)
     out = tmp_path_factory.mktemp("tiny_package") / "tiny"
     return export_package(model, out, CropSpec(size=TINY_SIZE), 0.5, "tiny-conv", {}, {}, check).path
+
+
+@pytest.fixture(scope="session")
+def astronaut_face() -> tuple[np.ndarray, np.ndarray]:
+    """The astronaut's 128 px serving crop (margin 0.25) and its FaceMesh landmarks in crop pixels."""
+    from skimage import data as skdata
+
+    from models.detector import FaceDetector
+    from models.preprocess import CropSpec, crop_face
+    from training import sbi
+    from training.data import face_box
+
+    image = skdata.astronaut()
+    with FaceDetector() as detector:
+        box = face_box(image, detector)
+    assert box is not None
+    crop = crop_face(image, box, CropSpec(128, 0.25))
+    with sbi.CropLandmarker() as landmarker:
+        points = landmarker(crop)
+    assert points is not None
+    return crop, points

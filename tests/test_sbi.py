@@ -4,27 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from skimage import data as skdata
 
-from models.detector import FaceDetector
 from models.landmarks import NUM_LANDMARKS
-from models.preprocess import CropSpec, crop_face
 from training import sbi
-from training.data import face_box
 
 
 @pytest.fixture(scope="module")
-def face() -> tuple[np.ndarray, np.ndarray]:
+def face(astronaut_face: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """The astronaut's 128 px serving crop and its FaceMesh landmarks."""
-    image = skdata.astronaut()
-    with FaceDetector() as detector:
-        box = face_box(image, detector)
-    assert box is not None
-    crop = crop_face(image, box, CropSpec(128, 0.25))
-    with sbi.CropLandmarker() as landmarker:
-        points = landmarker(crop)
-    assert points is not None
-    return crop, points
+    return astronaut_face
 
 
 def test_landmarks_cover_the_face_inside_the_crop(face: tuple[np.ndarray, np.ndarray]) -> None:

@@ -8,13 +8,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from skimage import data as skdata
 
-from models.detector import FaceDetector
 from models.landmarks import NUM_LANDMARKS
-from models.preprocess import CropSpec, crop_face
+from models.preprocess import CropSpec
 from training import sbi, synth
-from training.data import face_box
 from training.synth import degradations, warp
 from training.synth.examples import face_crops, grid
 
@@ -23,17 +20,9 @@ Face = tuple[np.ndarray, np.ndarray]
 
 
 @pytest.fixture(scope="module")
-def astronaut() -> Face:
+def astronaut(astronaut_face: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """The astronaut's 128 px serving crop and its FaceMesh landmarks."""
-    image = skdata.astronaut()
-    with FaceDetector() as detector:
-        box = face_box(image, detector)
-    assert box is not None
-    crop = crop_face(image, box, CropSpec(128, 0.25))
-    with sbi.CropLandmarker() as landmarker:
-        points = landmarker(crop)
-    assert points is not None
-    return crop, points
+    return astronaut_face
 
 
 @pytest.fixture(scope="module")

@@ -5,27 +5,16 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from skimage import data as skdata
 
-from models.detector import FaceDetector
 from models.landmarks import NUM_LANDMARKS
-from models.preprocess import CropSpec, crop_face
-from training import pipeline, sbi
-from training.data import face_box
+from training import pipeline
 
 
 @pytest.fixture(scope="module")
-def pool() -> pipeline.RealPool:
+def pool(astronaut_face: tuple[np.ndarray, np.ndarray]) -> pipeline.RealPool:
     """Three 'people' made from the astronaut's crop (the second and third mirrored or shifted in colour), with
     the same landmarks; groups 0, 1, 1."""
-    image = skdata.astronaut()
-    with FaceDetector() as detector:
-        box = face_box(image, detector)
-    assert box is not None
-    crop = crop_face(image, box, CropSpec(128, 0.25))
-    with sbi.CropLandmarker() as landmarker:
-        points = landmarker(crop)
-    assert points is not None
+    crop, points = astronaut_face
     bluer = np.clip(crop.astype(np.int16) + [0, 0, 40], 0, 255).astype(np.uint8)
     images = np.stack([crop, crop[:, :, ::-1].copy(), bluer])
     return pipeline.RealPool(images, np.stack([points] * 3), np.array([0, 1, 1]))

@@ -106,7 +106,9 @@ class RealPool:
             kind, self.images[index], self.landmarks[index], self.images[other], self.landmarks[other], rng
         )
 
-    def fixed_fakes(self, kinds: tuple[str, ...], seed: int, every_kind: bool) -> tuple[np.ndarray, list[str]]:
+    def fixed_fakes(
+        self, kinds: tuple[str, ...], seed: int, every_kind: bool
+    ) -> tuple[np.ndarray, list[str]]:
         """Fixed fakes and their kinds: of each crop one per kind (`every_kind`), or one in all, the kinds taken
         in turn; the fake of crop i and kind k comes from `seeded_rng(seed, k, i)`."""
         jobs = [
