@@ -1,4 +1,5 @@
-"""Producing models: data readers, self-blended synthesis, the Keras training loop, export and evaluation."""
+"""Producing models: data readers, synthetic fakes from real faces, pretrained backbones, the Keras training loop,
+calibration, export and evaluation."""
 
 import logging
 
