@@ -189,15 +189,7 @@ def pipeline_config(args: argparse.Namespace, classifier: Classifier) -> Pipelin
 def scoring_config(args: argparse.Namespace, threshold: float) -> ScoringConfig:
     """The verdict settings of the command line for a model whose manifest gives `threshold`."""
     try:
-        return ScoringConfig(
-            threshold=threshold,
-            classify_every=args.classify_every,
-            ema_alpha=args.ema_alpha,
-            min_samples=args.min_samples,
-            manipulated_after=args.manipulated_after,
-            suspect_band=args.suspect_band,
-            hysteresis_band=args.hysteresis_band,
-        )
+        return ScoringConfig.from_settings(threshold, args)
     except ValueError as exc:
         raise FakewebError(f"verdict settings: {exc}") from exc
 

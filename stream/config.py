@@ -141,15 +141,7 @@ class ServiceConfig:
 
     def scoring(self, threshold: float) -> ScoringConfig:
         """The scoring settings for a model whose manifest gives `threshold`."""
-        return ScoringConfig(
-            threshold=threshold,
-            classify_every=self.classify_every,
-            ema_alpha=self.ema_alpha,
-            min_samples=self.min_samples,
-            manipulated_after=self.manipulated_after,
-            suspect_band=self.suspect_band,
-            hysteresis_band=self.hysteresis_band,
-        )
+        return ScoringConfig.from_settings(threshold, self)
 
     @property
     def cameras_file(self) -> Path:

@@ -76,6 +76,12 @@ class ScoringConfig:
                 f"a flagged face could never be real again), got {self.suspect_band} + {self.hysteresis_band}"
             )
 
+    @classmethod
+    def from_settings(cls, threshold: float, settings: object) -> ScoringConfig:
+        """The scoring settings for a model whose manifest gives `threshold`, every other field read from the
+        attribute of the same name on `settings` (the service's configuration, or parsed command-line flags)."""
+        return cls(threshold=threshold, **{name: getattr(settings, name) for name in SETTINGS})
+
     @property
     def suspect_from(self) -> float:
         """Smoothed probability from which a track is at least SUSPECT: (1 - suspect_band) * threshold."""
@@ -85,6 +91,10 @@ class ScoringConfig:
     def real_below(self) -> float:
         """Smoothed probability below which a SUSPECT or MANIPULATED track becomes REAL again."""
         return self.suspect_from - self.hysteresis_band * self.threshold
+
+
+SETTINGS = tuple(name for name in ScoringConfig.__dataclass_fields__ if name != "threshold")
+"""The scoring settings a user sets; the threshold comes from the model's manifest."""
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,8 @@ import cv2
 import numpy as np
 
 from models.package import ModelPackage
-from training.data import REAL, Sample, read_image, split_by_group, subsample
-from training.prepare import origin, read_samples
+from training.data import FRAMES_PER_VIDEO, REAL, Sample, read_image
+from training.prepare import origin, split_samples
 
 WIDTH, HEIGHT, RATE = 640, 480, 30
 FRAMES_PER_PHOTO = 30
@@ -30,17 +30,11 @@ FACE_SHARE = 0.55  # a photo fills at most this share of the frame height: a fac
 def heldout_reals(model: Path) -> dict[str, list[Sample]]:
     """The test split's real samples of the package's training run, by origin (its recorded arguments)."""
     recorded = ModelPackage.load(model).manifest.provenance["arguments"]
-    args = argparse.Namespace(
-        data=Path(recorded["data"]),
-        format=recorded["format"],
-        synthetic=recorded.get("synthetic", 0.0),
-        frames_per_video=recorded.get("frames_per_video", 8),
-        extra_reals=[Path(folder) for folder in recorded.get("extra_reals", [])],
-    )
-    samples = read_samples(args)
-    if recorded.get("max_images") is not None:
-        samples = subsample(samples, recorded["max_images"], recorded["seed"])
-    split = split_by_group(samples, recorded["val_fraction"], recorded["test_fraction"], recorded["seed"])
+    defaults = {"synthetic": 0.0, "frames_per_video": FRAMES_PER_VIDEO, "extra_reals": []}
+    args = argparse.Namespace(**{**defaults, **recorded})
+    args.data = Path(args.data)
+    args.extra_reals = [Path(folder) for folder in args.extra_reals]
+    split = split_samples(args)
     extra = {folder.name for folder in args.extra_reals}
     by_origin: dict[str, list[Sample]] = defaultdict(list)
     for sample in split.test:

@@ -161,20 +161,22 @@ def synthetic_pairs(pool: RealPool, recipe: dict[str, float], seed: int) -> tf.d
     )
 
 
+def _maybe_degraded(crop: np.ndarray, probability: float, rng: np.random.Generator) -> np.ndarray:
+    """`synth.degrade(crop)` with `probability`, else the crop itself."""
+    return synth.degrade(crop, rng) if rng.random() < probability else crop
+
+
 def degrade_fixed(images: np.ndarray, probability: float, seed: int) -> np.ndarray:
     """Each crop degraded (`synth.degrade`) with `probability`, crop i from `seeded_rng(seed, i)`."""
     out = images.copy()
-    for index in range(len(images)):
-        rng = sbi.seeded_rng(seed, index)
-        if rng.random() < probability:
-            out[index] = synth.degrade(images[index], rng)
+    for index, image in enumerate(images):
+        out[index] = _maybe_degraded(image, probability, sbi.seeded_rng(seed, index))
     return out
 
 
 def _degrade_tensor(image: tf.Tensor, seed: tf.Tensor, probability: float) -> tf.Tensor:
     def degrade(crop: np.ndarray, crop_seed: np.ndarray) -> np.ndarray:
-        rng = sbi.seeded_rng(crop_seed)
-        return synth.degrade(crop, rng) if rng.random() < probability else crop
+        return _maybe_degraded(crop, probability, sbi.seeded_rng(crop_seed))
 
     degraded = tf.numpy_function(degrade, [image, seed], tf.uint8, stateful=False)
     degraded.set_shape(image.shape)

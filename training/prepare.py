@@ -24,6 +24,7 @@ from training.data import (
     REAL,
     CropSet,
     Sample,
+    Split,
     read_ciplab,
     read_dfdc,
     read_ffpp,
@@ -97,6 +98,18 @@ def read_samples(args: argparse.Namespace) -> list[Sample]:
     return samples
 
 
+def split_samples(args: argparse.Namespace) -> Split:
+    """The samples of the run (`read_samples`, at most `--max-images`) split by group with the run's fractions
+    and seed: the same split every time for the same arguments."""
+    try:
+        samples = read_samples(args)
+        if args.max_images is not None:
+            samples = subsample(samples, args.max_images, args.seed)
+        return split_by_group(samples, args.val_fraction, args.test_fraction, args.seed)
+    except ValueError as exc:
+        raise TrainingError(str(exc)) from exc
+
+
 def origin(sample: Sample, extra_folders: set[str]) -> str:
     """A sample's origin: the name of the extra-reals folder it came from, else "data"."""
     tag = sample.difficulty
@@ -133,14 +146,8 @@ def prepare_data(
     """Read, subsample and split the samples, crop them (through the cache), add fixed synthetic fakes of
     `kinds` to validation (one per real) and test (one per real and kind), degrade validation as training is,
     and check every part can be scored."""
-    try:
-        samples = read_samples(args)
-        if args.max_images is not None:
-            samples = subsample(samples, args.max_images, args.seed)
-        split = split_by_group(samples, args.val_fraction, args.test_fraction, args.seed)
-    except ValueError as exc:
-        raise TrainingError(str(exc)) from exc
-    has_fakes = any(s.label == FAKE for s in samples)
+    split = split_samples(args)
+    has_fakes = any(s.label == FAKE for part in (split.train, split.val, split.test) for s in part)
     if not has_fakes and args.synthetic == 0:
         raise TrainingError("the data holds no fake images; add some or train with --synthetic")
     extra = {folder.name for folder in args.extra_reals}
