@@ -12,10 +12,10 @@ RUN apt-get update \
     && apt-get install -y --no-install-recommends libgl1 libglib2.0-0 \
     && rm -rf /var/lib/apt/lists/*
 
-# .dockerignore keeps the context to pyproject.toml, the README and the packages (with the shipped model).
+# .dockerignore keeps the context to pyproject.toml, constraints.txt, the README and the packages.
 WORKDIR /src
 COPY . .
-RUN pip install .
+RUN pip install -c constraints.txt .
 
 # /data holds cameras.json (the camera list) and model-cache/ (models fetched from a store): both are volumes.
 RUN useradd --system --uid 10001 --home-dir /data fakeweb \

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+import html
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -13,7 +14,7 @@ from aiohttp import web
 from aiortc import RTCSessionDescription
 
 from models.errors import FakewebError
-from stream.cameras import CameraConfigError, CameraStorageError
+from stream.cameras import CameraConfigError, CameraNameTaken, CameraStorageError
 from stream.openapi import OPENAPI
 from stream.service import BadOffer, LimitReached, LiveService, NotFound
 
@@ -21,7 +22,9 @@ logger = logging.getLogger(__name__)
 
 SERVICE_KEY = web.AppKey("service", LiveService)
 TOKEN_COOKIE = "fakeweb_token"
-PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/login"})
+PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/login", "/favicon.ico"})
+ICON_MAX_AGE = 7 * 24 * 3600
+"""Seconds browsers may cache the icon."""
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -34,6 +37,8 @@ def _status_for(exc: FakewebError) -> int:
         return 503
     if isinstance(exc, NotFound):
         return 404
+    if isinstance(exc, CameraNameTaken):
+        return 409
     if isinstance(exc, BadOffer | CameraConfigError):
         return 400
     return 400
@@ -48,7 +53,7 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         raise
     except FakewebError as exc:
         return error(_status_for(exc), str(exc))
-    except Exception:  # noqa: BLE001 - the server must answer and stay up
+    except Exception:  # the server must answer and stay up
         logger.exception("unhandled error on %s %s", request.method, request.path)
         return error(500, "internal error")
 
@@ -113,6 +118,23 @@ def _page(name: str) -> str:
     return resources.files("stream").joinpath("web").joinpath(name).read_text(encoding="utf-8")
 
 
+def login_form(status: int = 200, message: str = "") -> web.Response:
+    """The sign-in form, with `message` (plain text, never the token sent) above it."""
+    text = _page("login.html").replace("<!--message-->", html.escape(message))
+    return web.Response(status=status, text=text, content_type="text/html")
+
+
+def login_refusal(presented: str, token: str | None) -> str | None:
+    """Why signing in with `presented` is refused (never quoting it), or None when it is accepted."""
+    if not presented:
+        return "No token was sent: type the access token."
+    if token is None:
+        return "This server has no access token: open the page without signing in."
+    if not token_matches(presented, token):
+        return "Wrong token: check it and try again."
+    return None
+
+
 class Routes:
     """Request handlers; each reads the service from the app."""
 
@@ -126,18 +148,26 @@ class Routes:
     async def script(self, request: web.Request) -> web.Response:
         return web.Response(text=_page("app.js"), content_type="application/javascript")
 
+    async def icon(self, request: web.Request) -> web.Response:
+        return web.Response(
+            text=_page("favicon.svg"),
+            content_type="image/svg+xml",
+            headers={"Cache-Control": f"public, max-age={ICON_MAX_AGE}"},
+        )
+
     async def login_page(self, request: web.Request) -> web.Response:
-        return web.Response(text=_page("login.html"), content_type="text/html")
+        return login_form()
 
     async def login(self, request: web.Request) -> web.Response:
         token = self.service(request).config.token
         try:
             form = await request.post()
         except (ValueError, LookupError, AssertionError):  # a broken form body or an unknown charset
-            return web.Response(status=400, text=_page("login.html"), content_type="text/html")
+            return login_form(400, "The form could not be read (a malformed body or an unknown charset).")
         presented = str(form.get("token", ""))
-        if token is None or not token_matches(presented, token):
-            return web.Response(status=401, text=_page("login.html"), content_type="text/html")
+        refusal = login_refusal(presented, token)
+        if refusal is not None:
+            return login_form(401, refusal)
         response = web.HTTPFound("/")
         response.set_cookie(TOKEN_COOKIE, presented, httponly=True, samesite="Strict")
         raise response
@@ -195,6 +225,7 @@ def create_app(service: LiveService, metrics_handler: Handler) -> web.Applicatio
     routes = Routes()
     app.router.add_get("/", routes.index)
     app.router.add_get("/app.js", routes.script)
+    app.router.add_get("/favicon.ico", routes.icon)
     app.router.add_get("/login", routes.login_page)
     app.router.add_post("/login", routes.login)
     app.router.add_get("/healthz", routes.healthz)

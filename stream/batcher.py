@@ -206,7 +206,7 @@ class ClassifierBatcher:
             probabilities = classifier.predict(crops)
             if probabilities.shape != (len(crops),):
                 raise ValueError(f"predict returned shape {probabilities.shape} for {len(crops)} crops")
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - a broken model fails its batch, never the batcher
             self._stats = replace(self._stats, failed_batches=self._stats.failed_batches + 1)
             for request in valid:
                 error = ClassificationError(f"model {classifier.version} failed on a batch: {exc!r}")

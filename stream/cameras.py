@@ -1,7 +1,14 @@
-"""The configured RTSP cameras, persisted as JSON and written atomically so a crash never corrupts or loses it."""
+"""The configured RTSP cameras, persisted as JSON and written atomically so a crash never corrupts or loses it.
+
+Cameras come from two places. The API (`Camera.new`) accepts only `rtsp://` and `rtsps://` URLs, checked up front
+(`check_stream_url`). The camera file (`cameras.json`), which only operators can edit, may also hold `file://`
+cameras (a recording played as a camera): through the API they would let any API user make the server read its
+local files. Camera names are unique, ignoring case.
+"""
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import re
@@ -10,17 +17,26 @@ import threading
 import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from models.errors import FakewebError
 from stream.rtsp import redact_url
 
 MAX_NAME_LENGTH = 80
-URL_SCHEMES = ("rtsp", "rtsps", "file")
+API_SCHEMES = ("rtsp", "rtsps")
+"""The URL schemes a camera added through the API may use."""
+FILE_SCHEMES = (*API_SCHEMES, "file")
+"""The URL schemes a camera of the camera file may use."""
+_HOST_LABEL = re.compile(r"(?!-)[a-z0-9_-]{1,63}(?<!-)")
+_IPV6_HINT = " (an IPv6 address goes in brackets: rtsp://[2001:db8::1]:554/path)"
 
 
 class CameraConfigError(FakewebError):
     """A camera definition is invalid, or the camera file cannot be read."""
+
+
+class CameraNameTaken(CameraConfigError):
+    """Another camera already has this name (compared ignoring case)."""
 
 
 class CameraStorageError(FakewebError):
@@ -29,7 +45,11 @@ class CameraStorageError(FakewebError):
 
 @dataclass(frozen=True)
 class Camera:
-    """One configured camera. `url` may hold credentials: show `public_url`, never `url`."""
+    """One configured camera. `url` may hold credentials: show `public_url`, never `url`.
+
+    Constructed directly (from the camera file) only the scheme is checked, so a file saved by an older version
+    still loads; `new` (the API) checks the whole URL.
+    """
 
     camera_id: str
     name: str
@@ -41,8 +61,8 @@ class Camera:
         if not self.name.strip() or len(self.name) > MAX_NAME_LENGTH:
             raise CameraConfigError(f"camera name must be 1-{MAX_NAME_LENGTH} characters")
         parts = urlsplit(self.url)
-        if parts.scheme not in URL_SCHEMES or not (parts.netloc or parts.path):
-            raise CameraConfigError(f"camera URL must be {', '.join(s + '://' for s in URL_SCHEMES)}...")
+        if parts.scheme not in FILE_SCHEMES or not (parts.netloc or parts.path):
+            raise CameraConfigError(f"camera URL must be {', '.join(s + '://' for s in FILE_SCHEMES)}...")
 
     @property
     def public_url(self) -> str:
@@ -50,7 +70,62 @@ class Camera:
 
     @staticmethod
     def new(name: str, url: str) -> Camera:
-        return Camera(f"cam-{uuid.uuid4().hex[:8]}", name.strip(), url.strip())
+        """A camera added through the API, with a new id; its URL must pass `check_stream_url`."""
+        url = url.strip()
+        check_stream_url(url)
+        return Camera(f"cam-{uuid.uuid4().hex[:8]}", name.strip(), url)
+
+
+def check_stream_url(url: str) -> None:
+    """Refuse, naming the problem, a URL the API cannot take: not rtsp(s)://, spaces or control characters, no
+    valid host name or IP address, a port outside 1-65535.
+
+    The host is not looked up (cameras may be added before the network is up): a name that does not resolve
+    shows later as the camera's `last_error`. Messages never quote the URL, which may hold credentials.
+    """
+    if any(char.isspace() or not char.isprintable() for char in url):
+        raise CameraConfigError("camera URL must not contain spaces or control characters")
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:  # unbalanced brackets, or a bracketed host that is not an IP address
+        raise CameraConfigError("camera URL host is not a valid IPv6 address" + _IPV6_HINT) from exc
+    if parts.scheme == "file":
+        raise CameraConfigError(
+            "file:// cameras can only be configured in the camera file, not through the API"
+        )
+    if parts.scheme not in API_SCHEMES:
+        raise CameraConfigError("camera URL must start with rtsp:// or rtsps://")
+    _check_host(parts)
+    _check_port(parts)
+
+
+def _check_host(parts: SplitResult) -> None:
+    host = parts.hostname
+    if not host:
+        raise CameraConfigError("camera URL has no host: rtsp://[user:password@]host[:port]/path")
+    if parts.netloc.rpartition("@")[2].startswith("["):
+        _check_address(ipaddress.IPv6Address, host, "IPv6 address")
+    elif re.fullmatch(r"[0-9.]+", host):
+        _check_address(ipaddress.IPv4Address, host, "IPv4 address")
+    elif len(host) > 253 or not all(map(_HOST_LABEL.fullmatch, host.removesuffix(".").split("."))):
+        raise CameraConfigError("camera URL host is not a valid host name or IP address")
+
+
+def _check_address(kind: type[ipaddress.IPv4Address | ipaddress.IPv6Address], host: str, what: str) -> None:
+    try:
+        kind(host)
+    except ValueError as exc:
+        raise CameraConfigError(f"camera URL host is not a valid {what}") from exc
+
+
+def _check_port(parts: SplitResult) -> None:
+    try:
+        port = parts.port
+    except ValueError:  # not a number, or above 65535
+        port = -1
+    if port is not None and not 1 <= port <= 65535:
+        hint = _IPV6_HINT if parts.netloc.rpartition("@")[2].count(":") > 1 else ""
+        raise CameraConfigError("camera URL port must be a number from 1 to 65535" + hint)
 
 
 class CameraList:
@@ -114,9 +189,13 @@ class CameraList:
             return self._cameras.get(camera_id)
 
     def add(self, camera: Camera) -> None:
+        """Save a new camera; CameraNameTaken if another has its name, ignoring case."""
         with self._lock:
             if camera.camera_id in self._cameras:
                 raise CameraConfigError(f"camera {camera.camera_id} already exists")
+            name = camera.name.casefold()
+            if any(other.name.casefold() == name for other in self._cameras.values()):
+                raise CameraNameTaken(f"a camera named {camera.name!r} already exists (names ignore case)")
             updated = {**self._cameras, camera.camera_id: camera}
             self._write(updated)
             self._cameras = updated

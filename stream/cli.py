@@ -17,7 +17,9 @@ from models.devices import DEVICE_CHOICES
 from models.errors import FakewebError
 from models.package import DEFAULT_PACKAGE_DIR, ModelPackage
 from stream.affinity import PIN_THREADS_MODES
+from stream.config import BACKENDS, DETECTOR_RANGES, MESH_FOR, check_model_reference, load_config
 from stream.scoring import ScoringConfig
+from stream.settings_doc import serve_epilog
 
 if TYPE_CHECKING:
     from stream.pipeline import PipelineConfig
@@ -94,7 +96,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
         "--model", default=str(DEFAULT_PACKAGE_DIR), help="model package folder (default: shipped)"
     )
     group.add_argument("--device", default="auto", choices=DEVICE_CHOICES, help="accelerator (default: auto)")
-    group.add_argument("--backend", default="auto", choices=("auto", "tflite", "savedmodel"))
+    group.add_argument("--backend", default="auto", choices=BACKENDS)
     group.add_argument("--threads", type=positive_int, default=1, help="TFLite CPU threads (default: 1)")
 
 
@@ -103,7 +105,7 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--detector-range",
         default="auto",
-        choices=("auto", "short", "full"),
+        choices=DETECTOR_RANGES,
         help="BlazeFace model (default auto: full range for video files and cameras, short for browser webcams)",
     )
     group.add_argument(
@@ -159,7 +161,7 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--mesh-for",
         default="manipulated",
-        choices=("manipulated", "flagged", "all"),
+        choices=MESH_FOR,
         help="which faces get the face mesh (flagged = suspect or manipulated)",
     )
 
@@ -248,11 +250,6 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import asyncio
-
-    from stream.config import load_config
-    from stream.serve import run_service
-
     overrides = {
         "host": args.host,
         "port": args.port,
@@ -269,23 +266,32 @@ def _serve(args: argparse.Namespace) -> int:
         "model_poll_seconds": args.model_poll_seconds,
     }
     config = load_config(Path(args.config) if args.config else None, overrides=overrides)
+    check_model_reference(config.model)
+    # Imported only now: the service's modules load MediaPipe and TensorFlow (seconds), which a bad setting
+    # should not wait for.
+    import asyncio
+
+    from stream.serve import run_service
+
     asyncio.run(run_service(config))
     return 0
 
 
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", help="TOML configuration file (settings: see docs/operations.md)")
+    parser.add_argument("--config", help="TOML configuration file (every setting: docs/settings.md)")
     parser.add_argument("--host", help="address to bind (default 127.0.0.1; others need a token)")
     parser.add_argument("--port", type=int, help="port (default 8080)")
     parser.add_argument("--token", help="access token for the page and API (or FAKEWEB_TOKEN)")
     parser.add_argument(
-        "--data-dir", help="folder for the camera list and model cache (default fakeweb-data)"
+        "--data-dir",
+        help="folder for the camera list and model cache (default $XDG_DATA_HOME/fakeweb, else "
+        "~/.local/share/fakeweb)",
     )
     parser.add_argument(
         "--model", help="package folder or store://<store url>@<alias> (default: shipped model)"
     )
     parser.add_argument("--device", choices=DEVICE_CHOICES, help="accelerator (default auto)")
-    parser.add_argument("--backend", choices=("auto", "tflite", "savedmodel"))
+    parser.add_argument("--backend", choices=BACKENDS)
     parser.add_argument("--threads", type=int, help="TFLite CPU threads")
     parser.add_argument("--max-streams", type=int, help="most concurrent streams (browser + cameras)")
     parser.add_argument("--max-viewers", type=int, help="most concurrent WebRTC peer connections")
@@ -411,7 +417,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_bench_parser(commands)
 
-    serve = commands.add_parser("serve", help="run the live service (web page, WebRTC, RTSP cameras)")
+    serve = commands.add_parser(
+        "serve",
+        help="run the live service (web page, WebRTC, RTSP cameras)",
+        description="Run the live service: web page, WebRTC, RTSP cameras.\nEvery setting is listed below "
+        "and in docs/settings.md.",
+        epilog=serve_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     add_serve_arguments(serve)
     serve.set_defaults(handler=_serve)
 

@@ -6,14 +6,16 @@ import ipaddress
 import math
 import os
 import sys
-from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, replace
+from collections.abc import Callable, Mapping
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from models.devices import DEVICE_CHOICES
 from models.errors import FakewebError
-from models.package import DEFAULT_PACKAGE_DIR
+from models.package import DEFAULT_PACKAGE_DIR, ModelPackage
 from stream.affinity import PIN_THREADS_MODES
+from stream.reload import parse_model_ref
 from stream.rtsp import DEFAULT_BACKOFF
 from stream.scoring import ScoringConfig
 
@@ -25,10 +27,50 @@ else:  # pragma: no cover - Python 3.10
 
 DETECTOR_RANGES = ("auto", "short", "full")
 """`models.detector.RANGE_SETTINGS`, repeated so that reading the configuration does not load MediaPipe."""
+MESH_FOR = ("manipulated", "flagged", "all")
+"""`stream.overlay.MeshFor`, repeated for the same reason."""
+BACKENDS = ("auto", "tflite", "savedmodel")
+"""Classifier backends (`models.classifier.load_classifier`)."""
+ENV_PREFIX = "FAKEWEB_"
 
 
 class ConfigError(FakewebError):
     """The configuration is invalid or unsafe."""
+
+
+def env_name(setting: str) -> str:
+    """The environment variable of a setting: `FAKEWEB_<NAME>`."""
+    return f"{ENV_PREFIX}{setting.upper()}"
+
+
+def default_data_dir(environ: Mapping[str, str] | None = None) -> Path:
+    """`$XDG_DATA_HOME/fakeweb`, else `~/.local/share/fakeweb`: a per-user folder, never the one the service
+    starts in (a source tree, say), since the camera list holds credentials."""
+    environ = os.environ if environ is None else environ
+    xdg_data_home = environ.get("XDG_DATA_HOME", "")
+    if os.path.isabs(xdg_data_home):  # the XDG spec ignores a relative value
+        return Path(xdg_data_home) / "fakeweb"
+    home = environ.get("HOME") or os.path.expanduser("~")
+    if not os.path.isabs(home):
+        raise ConfigError("no home folder for the data: set FAKEWEB_DATA_DIR (--data-dir) or HOME")
+    return Path(home) / ".local" / "share" / "fakeweb"
+
+
+def setting(
+    default: Any = MISSING,
+    *,
+    help: str,
+    factory: Callable[[], Any] | None = None,
+    choices: tuple[str, ...] | None = None,
+    shown: str | None = None,
+) -> Any:
+    """A ServiceConfig field with its one-line meaning (`help`, for docs/settings.md and `fakeweb serve --help`),
+    its allowed values if a fixed set, and its default as `shown` when the value depends on the machine (as
+    a `factory`'s always does)."""
+    metadata = {"help": help, "choices": choices, "shown": shown}
+    if factory is not None:
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
 
 
 _SCORING = ScoringConfig()
@@ -36,60 +78,124 @@ _SCORING = ScoringConfig()
 
 @dataclass(frozen=True)
 class ServiceConfig:
-    """Everything `fakeweb serve` needs. See docs/operations.md for each setting."""
+    """Everything `fakeweb serve` needs; docs/settings.md, generated from the fields, lists them all."""
 
-    host: str = "127.0.0.1"
-    port: int = 8080
-    token: str | None = None
-    data_dir: Path = field(default_factory=lambda: Path("fakeweb-data"))
-    model: str = str(DEFAULT_PACKAGE_DIR)
-    device: str = "auto"
-    backend: str = "auto"
-    threads: int = 1
-    model_poll_seconds: float = 30.0
-    max_streams: int = 8
-    max_viewers: int = 16
-    max_offer_bytes: int = 64 * 1024
-    max_width: int = 1280
-    max_height: int = 720
-    detect_every: int = 3
-    """Run the detector on every Nth processed frame; the tracker and the mesh bridge the others."""
-    mesh_every: int = 2
-    """Run FaceMesh on every Nth processed frame; in between, each face's last mesh follows its box."""
-    classify_every: int = _SCORING.classify_every
-    """Classify each face every Nth frame (`stream.scoring`); the settings below decide its verdict."""
-    ema_alpha: float = _SCORING.ema_alpha
-    """Weight of the newest classifier sample in a face's smoothed score (1: no smoothing)."""
-    min_samples: int = _SCORING.min_samples
-    """Classifier samples a face needs before any verdict; it is "unknown", with no score shown, until then."""
-    manipulated_after: int = _SCORING.manipulated_after
-    """Samples in a row with the smoothed score at or above the model's threshold before "manipulated"."""
-    suspect_band: float = _SCORING.suspect_band
-    """The "suspect" band below the threshold, as a fraction of the threshold: from (1 - suspect_band) * t."""
-    hysteresis_band: float = _SCORING.hysteresis_band
-    """A flagged face is "real" again only hysteresis_band * t below the suspect band's start."""
-    detector_range: str = "auto"
-    """BlazeFace model: `short`, `full`, or `auto`: short range for browser webcams, full range for cameras, whose
-    faces are further away (`models.detector.AUTO_RANGES`; docs/performance.md, "Detector range")."""
-    min_confidence: float = 0.5
-    mesh_for: str = "manipulated"
-    batch_max_size: int = 16
-    batch_max_wait_ms: float = 4.0
-    loopback_ice: bool = False
-    rtsp_backoff_seconds: tuple[float, ...] = DEFAULT_BACKOFF
-    """Waits before a lost camera's reconnect attempts, one step per failure in a row; the last repeats."""
-    rtsp_stall_seconds: float = 5.0
-    """A live camera that delivers no frame for this long is reconnected (the watchdog)."""
-    max_parallel_frames: int = 0
-    """Frames processed at once across all streams; 0: one per CPU the process may use (its affinity). The others
-    wait, replaceable."""
-    connect_timeout_seconds: float = 15.0
-    """A WebRTC peer that has not connected this long after its answer is closed, freeing its slot."""
-    video_bitrate_kbps: int = 1000
-    """The VP8 bitrate of each stream's annotated video, encoded once for all its viewers (no per-viewer adaptation)."""
-    pin_threads: str = "auto"
-    """Pin the workers and batcher to half the CPUs and the decoders and encoders to the rest: `on`, `off`, or
-    `auto` to pin while the load allows (`stream.affinity`, `stream.cpu_split`)."""
+    host: str = setting("127.0.0.1", help="Address to bind; any but a loopback address needs `token`.")
+    port: int = setting(8080, help="TCP port of the page, the API, WebRTC signalling and `/metrics`.")
+    token: str | None = setting(
+        None,
+        shown="none: loopback only",
+        help="Access token (8 characters or more) for the page and the API; give it in the environment, "
+        "where `ps` does not show it.",
+    )
+    data_dir: Path = setting(
+        factory=default_data_dir,
+        help="Folder of `cameras.json` (the camera list, with its credentials) and `model-cache/`; created "
+        "private to the user (mode 0700).",
+        shown="`$XDG_DATA_HOME/fakeweb`, else `~/.local/share/fakeweb`",
+    )
+    model: str = setting(
+        str(DEFAULT_PACKAGE_DIR),
+        help="Model package folder, or `store://<store url>@<alias>` to follow a model store's alias and "
+        "swap new versions in live.",
+        shown="the shipped model, `models/default`",
+    )
+    device: str = setting("auto", choices=DEVICE_CHOICES, help="Accelerator of the classifier.")
+    backend: str = setting(
+        "auto",
+        choices=BACKENDS,
+        help="Classifier backend; `auto`: TFLite on the CPU, SavedModel on a GPU or HPU.",
+    )
+    threads: int = setting(1, help="TFLite CPU threads.")
+    model_poll_seconds: float = setting(30.0, help="How often a `store://` model's alias is checked.")
+    max_streams: int = setting(
+        8, help="Most streams at once, browser webcams and cameras together (saved cameras all start)."
+    )
+    max_viewers: int = setting(16, help="Most WebRTC peer connections at once.")
+    max_offer_bytes: int = setting(64 * 1024, help="Largest request body, WebRTC offers included.")
+    max_width: int = setting(
+        1280, help="Frames wider are downscaled to this width, keeping their aspect ratio, before processing."
+    )
+    max_height: int = setting(
+        720,
+        help="Frames taller are downscaled to this height, keeping their aspect ratio, before processing.",
+    )
+    detect_every: int = setting(
+        3, help="Run the detector on every Nth processed frame; the tracker and the mesh bridge the others."
+    )
+    mesh_every: int = setting(
+        2,
+        help="Run FaceMesh on every Nth processed frame; in between, each face's last mesh follows its box.",
+    )
+    classify_every: int = setting(
+        _SCORING.classify_every, help="Classify each face every Nth frame (`stream.scoring`)."
+    )
+    ema_alpha: float = setting(
+        _SCORING.ema_alpha,
+        help="Weight of the newest classifier sample in a face's smoothed score, in (0, 1]; 1: no smoothing.",
+    )
+    min_samples: int = setting(
+        _SCORING.min_samples,
+        help="Classifier samples a face needs before any verdict; it is `unknown`, with no score, until then.",
+    )
+    manipulated_after: int = setting(
+        _SCORING.manipulated_after,
+        help="Samples in a row with the smoothed score at or above the model's threshold `t` before "
+        "`manipulated`.",
+    )
+    suspect_band: float = setting(
+        _SCORING.suspect_band,
+        help="The `suspect` band below the threshold, as a fraction of it: from (1 - suspect_band) * t.",
+    )
+    hysteresis_band: float = setting(
+        _SCORING.hysteresis_band,
+        help="A flagged face is `real` again only hysteresis_band * t below the suspect band's start.",
+    )
+    detector_range: str = setting(
+        "auto",
+        choices=DETECTOR_RANGES,
+        help="BlazeFace model; `auto`: short range for browser webcams, full range for cameras, whose faces "
+        'are further away (docs/performance.md, "Detector range").',
+    )
+    min_confidence: float = setting(0.5, help="Face detector confidence (0-1) a detection needs.")
+    mesh_for: str = setting(
+        "manipulated",
+        choices=MESH_FOR,
+        help="Faces that get the face mesh drawn; `flagged`: suspect or manipulated.",
+    )
+    batch_max_size: int = setting(16, help="Most face crops per classifier batch, from all streams together.")
+    batch_max_wait_ms: float = setting(
+        4.0, help="How long the batcher waits for more crops after the first before it runs a smaller batch."
+    )
+    loopback_ice: bool = setting(
+        False, help="Offer only 127.0.0.1 as ICE address, with no STUN server (hosts reached over loopback)."
+    )
+    rtsp_backoff_seconds: tuple[float, ...] = setting(
+        DEFAULT_BACKOFF,
+        help="Waits before a lost camera's reconnect attempts, one step per failure in a row; the last repeats.",
+    )
+    rtsp_stall_seconds: float = setting(
+        5.0, help="A live camera that delivers no frame for this long is reconnected (the watchdog)."
+    )
+    max_parallel_frames: int = setting(
+        0,
+        help="Frames processed at once across all streams (the others wait, replaceable by newer ones); 0: one "
+        "per CPU the process may use.",
+    )
+    connect_timeout_seconds: float = setting(
+        15.0, help="A WebRTC peer not connected this long after its answer is closed, freeing its slot."
+    )
+    video_bitrate_kbps: int = setting(
+        1000,
+        help="VP8 bitrate of each stream's annotated video, encoded once for all its viewers (no per-viewer "
+        "adaptation).",
+    )
+    pin_threads: str = setting(
+        "auto",
+        choices=PIN_THREADS_MODES,
+        help="Pin the workers and batcher to half the CPUs, the decoders and encoders to the rest; `auto`: "
+        "while the load allows (`stream.cpu_split`).",
+    )
 
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536:
@@ -123,14 +229,10 @@ class ServiceConfig:
             raise ConfigError(f"scoring settings: {exc}") from exc
         if self.video_bitrate_kbps < 50:
             raise ConfigError("video_bitrate_kbps must be >= 50")
-        if self.detector_range not in DETECTOR_RANGES:
-            raise ConfigError(
-                f"detector_range must be one of {', '.join(DETECTOR_RANGES)}, got {self.detector_range!r}"
-            )
-        if self.pin_threads not in PIN_THREADS_MODES:
-            raise ConfigError(
-                f"pin_threads must be one of {', '.join(PIN_THREADS_MODES)}, got {self.pin_threads!r}"
-            )
+        for item in fields(self):
+            choices, value = item.metadata["choices"], getattr(self, item.name)
+            if choices is not None and value not in choices:
+                raise ConfigError(f"{item.name} must be one of {', '.join(choices)}, got {value!r}")
         if self.max_parallel_frames < 0:
             raise ConfigError("max_parallel_frames must be >= 0 (0: one per CPU the process may use)")
         if not self.rtsp_backoff_seconds or not all(0 <= s < math.inf for s in self.rtsp_backoff_seconds):
@@ -161,17 +263,28 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+SETTING_TYPES: dict[str, type] = {
+    "str": str,
+    "str | None": str,
+    "int": int,
+    "float": float,
+    "bool": bool,
+    "Path": Path,
+    "tuple[float, ...]": tuple,
+}
+"""The Python type of each kind of ServiceConfig field, by its annotation."""
+
+
 def _coerce(name: str, value: Any) -> Any:
     """Convert a TOML or environment value to the type of the ServiceConfig field `name`."""
-    default = {f.name: f for f in fields(ServiceConfig)}[name]
-    kind = type(getattr(ServiceConfig(), name)) if name != "token" else str
+    kind = SETTING_TYPES[str({f.name: f for f in fields(ServiceConfig)}[name].type)]
     try:
         if kind is bool:
             if isinstance(value, bool):
                 return value
             return str(value).strip().lower() in ("1", "true", "yes", "on")
-        if kind is Path or default.name == "data_dir":
-            return Path(value)
+        if kind is Path:
+            return Path(value).expanduser()
         if kind is tuple:  # a TOML list, or "1, 1, 5" from the environment
             items = value if isinstance(value, list | tuple) else str(value).replace(",", " ").split()
             return tuple(float(item) for item in items)
@@ -199,9 +312,25 @@ def load_config(
             raise ConfigError(f"{path}: unknown settings {', '.join(unknown)}")
         values.update(data)
     for name in known:
-        env_value = environ.get(f"FAKEWEB_{name.upper()}")
+        env_value = environ.get(env_name(name))
         if env_value is not None and env_value != "":
             values[name] = env_value
     values.update({k: v for k, v in (overrides or {}).items() if v is not None})
-    coerced = {name: _coerce(name, value) for name, value in values.items()}
-    return replace(ServiceConfig(), **coerced)
+    if "data_dir" not in values:
+        values["data_dir"] = default_data_dir(environ)
+    return ServiceConfig(**{name: _coerce(name, value) for name, value in values.items()})
+
+
+def check_model_reference(reference: str) -> None:
+    """Fail fast, before the model loads, on a `model` that cannot be one: a folder must exist and hold a
+    manifest and the files it lists (their checksums are verified when it loads); a store reference must be
+    well formed (its store is reached only when the model loads)."""
+    target = parse_model_ref(reference)
+    if isinstance(target, Path):
+        ModelPackage.load(target, verify_checksums=False)
+
+
+def make_data_dir(path: Path) -> None:
+    """Create the data folder private to the user (mode 0700: the camera list holds credentials); a folder
+    that exists keeps its mode."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)

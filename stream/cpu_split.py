@@ -176,7 +176,7 @@ class CpuSplitter:
             try:
                 pinned = self._decide(load)
                 repin(self.split if pinned else None, self.cpus)
-            except Exception:  # noqa: BLE001 - the split is an optimisation: never let it end the thread
+            except Exception:  # the split is an optimisation: never let it end the thread
                 logger.exception("the CPU split failed to change; it tries again in %.0f s", self.period)
                 continue
             if pinned != self.pinned:

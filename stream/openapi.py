@@ -42,8 +42,19 @@ OPENAPI: dict[str, Any] = {
                 "type": "object",
                 "required": ["name", "url"],
                 "properties": {
-                    "name": {"type": "string", "minLength": 1, "maxLength": 80},
-                    "url": {"type": "string", "description": "rtsp://[user:pass@]host[:port]/path"},
+                    "name": {
+                        "type": "string",
+                        "minLength": 1,
+                        "maxLength": 80,
+                        "description": "unique among the cameras, ignoring case",
+                    },
+                    "url": {
+                        "type": "string",
+                        "description": "rtsp://[user:pass@]host[:port]/path or rtsps://...; the host a name or "
+                        "an IP address (IPv6 in brackets), the port 1-65535. The host is not looked up here: a "
+                        "name that does not resolve shows as the stream's last_error. file:// cameras can only "
+                        "be configured in the camera file.",
+                    },
                 },
             },
             "Face": {
@@ -76,12 +87,37 @@ OPENAPI: dict[str, Any] = {
                     "name": {"type": "string"},
                     "url": {"type": "string", "nullable": True, "description": "credentials redacted"},
                     "status": {"type": "string", "enum": ["connecting", "live", "reconnecting", "offline"]},
-                    "fps": {"type": "number"},
+                    "fps": {
+                        "type": "number",
+                        "description": "frames processed per second; 0 while a camera is down",
+                    },
                     "frames_received": {"type": "integer"},
                     "frames_processed": {"type": "integer"},
                     "frames_dropped": {"type": "integer"},
                     "viewers": {"type": "integer"},
-                    "faces": {"type": "array", "items": {"$ref": "#/components/schemas/Face"}},
+                    "faces": {
+                        "type": "array",
+                        "items": {"$ref": "#/components/schemas/Face"},
+                        "description": "the faces of the last frame processed; none while a camera is down",
+                    },
+                    "last_error": {
+                        "type": "string",
+                        "nullable": True,
+                        "description": "why the camera's last connection failed (credentials redacted), kept "
+                        "after it recovers; null if none has failed (and for browser streams)",
+                    },
+                    "retry_in_seconds": {
+                        "type": "number",
+                        "nullable": True,
+                        "description": "seconds until the camera's next connection attempt; null while "
+                        "connected or connecting",
+                    },
+                    "next_retry_at": {
+                        "type": "string",
+                        "format": "date-time",
+                        "nullable": True,
+                        "description": "the same moment as UTC time",
+                    },
                 },
             },
             "StreamList": {
@@ -109,6 +145,7 @@ OPENAPI: dict[str, Any] = {
                     "201": _json("#/components/schemas/Stream", "the new camera stream"),
                     "400": _ERROR,
                     "401": _ERROR,
+                    "409": {**_ERROR, "description": "another camera has this name"},
                     "503": _ERROR,
                 },
             },

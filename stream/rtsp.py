@@ -23,8 +23,10 @@ A `file:` URL is played at its frame rate (a recorded camera) and starts over wh
 
 from __future__ import annotations
 
+import errno
 import logging
 import re
+import socket
 import threading
 import time
 from collections import deque
@@ -134,7 +136,9 @@ class CameraStats:
     """A snapshot of a camera's counters; times are in the camera's clock (`time.monotonic` by default).
 
     `reconnects` counts connection attempts after the first one; `fps` is measured over the last frames of the
-    current connection (0 when not LIVE); `last_error` is the credential-free reason of the last failure.
+    current connection (0 when not LIVE); `last_error` is the credential-free reason of the last failure (kept
+    after the camera is LIVE again); `retry_in` is the seconds until the next connection attempt, None while
+    one is under way or the camera is stopped.
     """
 
     frames: int
@@ -146,6 +150,7 @@ class CameraStats:
     last_attempt_time: float | None
     fps: float
     last_error: str | None
+    retry_in: float | None
 
 
 class Backoff:
@@ -258,6 +263,21 @@ def _describe(error: BaseException) -> str:
     return redact_url(f"{type(error).__name__}: {error}")
 
 
+def _unresolved(url: str) -> str | None:
+    """Why the host of a network `url` cannot be resolved; None when it can (or `url` names no host).
+
+    FFmpeg reports a name that does not resolve as a bare "Input/output error": this says which name failed.
+    """
+    host = urlsplit(url).hostname
+    if not host:
+        return None
+    try:
+        socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError) as error:
+        return f"cannot resolve host {host}: {getattr(error, 'strerror', None) or error}"
+    return None
+
+
 class RtspCamera:
     """One RTSP camera read on its own threads; `start()` it, `stop()` it, read `state` and `stats` any time.
 
@@ -304,6 +324,7 @@ class RtspCamera:
         self._decode_errors = self._callback_errors = 0
         self._last_frame_time: float | None = None
         self._last_attempt_time: float | None = None
+        self._next_attempt_time: float | None = None
         self._last_error: str | None = None
 
     def __repr__(self) -> str:
@@ -322,6 +343,7 @@ class RtspCamera:
         with self._lock:
             times = self._frame_times
             live = self._state is CameraState.LIVE and len(times) > 1 and times[-1] > times[0]
+            retry_at = self._next_attempt_time
             return CameraStats(
                 frames=self._frames,
                 placeholders=self._placeholders,
@@ -332,6 +354,7 @@ class RtspCamera:
                 last_attempt_time=self._last_attempt_time,
                 fps=(len(times) - 1) / (times[-1] - times[0]) if live else 0.0,
                 last_error=self._last_error,
+                retry_in=None if retry_at is None else max(0.0, retry_at - self._clock()),
             )
 
     def start(self) -> None:
@@ -365,6 +388,7 @@ class RtspCamera:
             thread.join(max(0.0, deadline - time.monotonic()))
         stopped = not self.running
         with self._lock:
+            self._next_attempt_time = None
             if stopped:
                 self._set_state(CameraState.OFFLINE, "stopped")
             else:
@@ -381,6 +405,7 @@ class RtspCamera:
         while not self._stopping.is_set():
             with self._lock:
                 self._last_attempt_time = self._clock()
+                self._next_attempt_time = None
                 self._stale = None
                 self._live_since = None
                 self._frame_times.clear()
@@ -391,6 +416,7 @@ class RtspCamera:
                 live_for = None if self._live_since is None else self._clock() - self._live_since
                 delay = backoff.after_failure(live_for)
                 self._last_error = reason
+                self._next_attempt_time = self._clock() + delay
                 if backoff.failures > self.config.offline_after:
                     self._set_state(
                         CameraState.OFFLINE, f"{reason}; retrying every {delay:g} s", logging.WARNING
@@ -410,8 +436,8 @@ class RtspCamera:
             container, stream = open_video(
                 self._url, self.config.ffmpeg_options, (self.config.open_timeout, self.config.read_timeout)
             )
-        except Exception as error:  # refused, timed out, not a video: all mean retry later
-            return _describe(error)
+        except Exception as error:  # noqa: BLE001 - refused, timed out, not a video, unknown host: retry later
+            return self._open_failure(error)
         opened = self._clock()
         pace = _Pace(stream.average_rate) if self._is_file else None
         try:
@@ -432,10 +458,17 @@ class RtspCamera:
                 if self._clock() - max(opened, self._last_frame_time or opened) > self.config.stall_timeout:
                     return f"no frame for {self.config.stall_timeout:g} s"
             return "the stream ended"
-        except Exception as error:  # any failure of a connection means: reconnect
+        except Exception as error:  # noqa: BLE001 - any failure of a connection means: reconnect
             return _describe(error)
         finally:
             container.close()
+
+    def _open_failure(self, error: Exception) -> str:
+        """Why opening the stream failed, naming the host when its name does not resolve."""
+        cause = error.__cause__ if isinstance(error, InputError) else error
+        if not self._is_file and getattr(cause, "errno", None) == errno.EIO:
+            return _unresolved(self._url) or _describe(error)
+        return _describe(error)
 
     def _deliver(self, video_frame: av.VideoFrame, time_base: Fraction | None) -> bool:
         """Hand one frame to `on_frame` (converted) or `on_decoded`; False when the connection is to be

@@ -22,7 +22,7 @@ from stream.timing import StageTimes
 
 @dataclass
 class RunSummary:
-    """What a file run did: frames, faces, verdicts, tracks and wall time."""
+    """What a file run did: frames, faces, verdicts, tracks, wall time and the video's frame rate (if known)."""
 
     output: Path
     frames: int = 0
@@ -30,6 +30,7 @@ class RunSummary:
     track_ids: set[int] = field(default_factory=set)
     verdicts: Counter[str] = field(default_factory=Counter)
     seconds: float = 0.0
+    frame_rate: float | None = None
 
     def add(self, result: FrameResult) -> None:
         self.frames += 1
@@ -39,12 +40,20 @@ class RunSummary:
             self.track_ids.add(face.track_id)
             self.verdicts[face.verdict] += 1
 
+    def speed(self) -> str:
+        """Processing speed (not the video's frame rate): frames/s, and the multiple of real time if known."""
+        processed = self.frames / self.seconds if self.seconds > 0 else 0.0
+        text = f"{processed:.1f} frames/s"
+        if self.frame_rate:
+            text += f", {processed / self.frame_rate:.1f}x real time"
+        return text
+
     def describe(self) -> str:
-        fps = self.frames / self.seconds if self.seconds > 0 else 0.0
         verdicts = ", ".join(f"{name} {count}" for name, count in sorted(self.verdicts.items())) or "none"
         return (
-            f"{self.output}: {self.frames} frames ({fps:.1f} fps), faces in {self.frames_with_faces} frames, "
-            f"{len(self.track_ids)} tracks; face-frames by verdict: {verdicts}"
+            f"{self.output}: {self.frames} frames processed in {self.seconds:.1f} s ({self.speed()}), "
+            f"faces in {self.frames_with_faces} frames, {len(self.track_ids)} tracks; "
+            f"face-frames by verdict: {verdicts}"
         )
 
 
@@ -128,6 +137,8 @@ def annotate_file(
     started = time.perf_counter()
     pacing = _PacingSleep()
     with FileSource(input_path, stream_id=input_path.stem, realtime=realtime, sleep=pacing) as source:
+        rate = source.video_info.rate
+        summary.frame_rate = float(rate) if rate else None
         classify: ClassifyFn = classifier.predict
         if metrics is not None:
             classify = _observed(classify, metrics)

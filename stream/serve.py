@@ -20,7 +20,7 @@ from models.package import ModelPackage
 from models.store import open_store
 from stream.app import create_app
 from stream.cameras import CameraList
-from stream.config import ServiceConfig
+from stream.config import ServiceConfig, make_data_dir
 from stream.metrics import Metrics, metrics_handler
 from stream.reload import ModelHolder, ModelWatcher, parse_model_ref, verify_candidate
 from stream.service import LiveService
@@ -136,7 +136,8 @@ class RunningService:
 
 @asynccontextmanager
 async def serving(config: ServiceConfig) -> AsyncIterator[RunningService]:
-    """Load the model, start the service, the web server and the model watcher; on exit stop all of them.
+    """Create the data folder, load the model, start the service, the web server and the model watcher; on exit
+    stop all of them.
 
     Shutdown order: the model watcher, then the web server (no new requests), then the service (peers closed,
     camera readers and stream workers joined, the batcher stopped last, once no worker can call it).
@@ -145,6 +146,7 @@ async def serving(config: ServiceConfig) -> AsyncIterator[RunningService]:
         use_loopback_ice()
     quiet_malformed_requests()
     quiet_peer_setup_errors(asyncio.get_running_loop())
+    make_data_dir(config.data_dir)  # before a store model's download creates it with the default mode
     metrics = Metrics()
     loaded = await asyncio.to_thread(load_model, config, metrics)
     cameras = CameraList(config.cameras_file)

@@ -17,10 +17,11 @@ import weakref
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from typing import Any, Literal
 
 import av
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription, RTCTransportStats
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from models.detector import DetectorConfig, range_for
@@ -38,7 +39,7 @@ from stream.metrics import Metrics, StreamLabels
 from stream.overlay import OverlayConfig
 from stream.pipeline import FrameResult, PipelineConfig, StreamPipeline
 from stream.reload import ModelHolder
-from stream.rtsp import RtspCamera, RtspConfig
+from stream.rtsp import CameraState, RtspCamera, RtspConfig
 from stream.scoring import ScoringConfig
 from stream.timing import StageTimes
 from stream.viewer import ViewerTrack, offers_vp8, send_to
@@ -109,24 +110,47 @@ class LiveStream:
             return self.reader.state.value
         return "live" if self.worker.stats.processed else "connecting"
 
+    @property
+    def down(self) -> bool:
+        """A camera not delivering frames now: its last fps and faces are out of date."""
+        return self.reader is not None and self.reader.state is not CameraState.LIVE
+
     def describe(self) -> dict[str, Any]:
+        """The stream as the API shows it; a camera that is down shows 0 fps and no faces."""
         stats = self.worker.stats
+        down = self.down
         return {
             "id": self.stream_id,
             "kind": self.kind,
             "name": self.name,
             "url": self.camera.public_url if self.camera else None,
             "status": self.status,
-            "fps": round(stats.fps, 1),
+            "fps": 0.0 if down else round(stats.fps, 1),
             "frames_received": stats.received,
             "frames_processed": stats.processed,
             "frames_dropped": self.worker.dropped,
             "viewers": len(self.peers),
-            "faces": [face_json(face) for face in stats.faces],
+            "faces": [] if down else [face_json(face) for face in stats.faces],
+            **self._reader_health(),
+        }
+
+    def _reader_health(self) -> dict[str, Any]:
+        """The camera's last failure and when it tries again (as seconds from now and as UTC time)."""
+        stats = self.reader.stats if self.reader is not None else None
+        retry_in = stats.retry_in if stats is not None else None
+        retry_at = None if retry_in is None else datetime.now(timezone.utc) + timedelta(seconds=retry_in)
+        return {
+            "last_error": stats.last_error if stats is not None else None,
+            "retry_in_seconds": None if retry_in is None else round(retry_in, 1),
+            "next_retry_at": None if retry_at is None else retry_at.isoformat(timespec="milliseconds"),
         }
 
 
 PEER_CLOSE_TIMEOUT = 5.0
+PEER_SILENCE_SECONDS = 15
+"""A connected peer that sends nothing for this many checks in a row (one a second) is closed: a crashed or
+killed browser, or a lost network. Live browsers send RTCP at least every 1.5 s even when they only receive;
+without this check only ICE consent expiry would notice, after about 30 s."""
 
 
 async def _close_quietly(peer: RTCPeerConnection) -> None:
@@ -152,7 +176,7 @@ async def _close_quietly(peer: RTCPeerConnection) -> None:
             continue
         try:
             await asyncio.wait_for(transport.stop(), PEER_CLOSE_TIMEOUT)
-        except Exception:  # noqa: BLE001, S112 - best effort, one by one
+        except Exception:  # noqa: BLE001 - best effort, one by one
             continue
 
 
@@ -335,18 +359,18 @@ class LiveService:
         self.metrics.count_frame(stream.label, "processed")
         for verdict, count in Counter(face.verdict for face in result.faces).items():
             self.metrics.count_faces(verdict, count)
-        if stream.channels and self._loop is not None:
-            message = json.dumps(
-                {
-                    "stream": stream.stream_id,
-                    "frame": result.index,
-                    "faces": [face_json(f) for f in result.faces],
-                }
-            )
-            try:
-                self._loop.call_soon_threadsafe(self._send_faces, stream, message)
-            except RuntimeError:  # the loop closed at shutdown
-                pass
+        if not stream.down:  # a frame taken before its camera went down: its faces are gone already
+            self._publish_faces(stream, result.index, [face_json(f) for f in result.faces])
+
+    def _publish_faces(self, stream: LiveStream, frame: int | None, faces: list[dict[str, Any]]) -> None:
+        """Any thread: send the faces of a frame (None: no frame) to the stream's data channels."""
+        if not stream.channels or self._loop is None:
+            return
+        message = json.dumps({"stream": stream.stream_id, "frame": frame, "faces": faces})
+        try:
+            self._loop.call_soon_threadsafe(self._send_faces, stream, message)
+        except RuntimeError:  # the loop closed at shutdown
+            pass
 
     @staticmethod
     def _send_faces(stream: LiveStream, message: str) -> None:
@@ -390,6 +414,7 @@ class LiveService:
             camera.camera_id,
             camera.url,
             on_frame=stream.worker.submit,
+            on_state=lambda state: self._on_camera_state(stream, state),
             config=reader_config,
             on_placeholder=lambda frame: stream.feed.publish(frame.image, frame.capture_time),
             on_decoded=stream.worker.submit,  # converted on the worker: dropped frames cost their decode only
@@ -397,9 +422,15 @@ class LiveService:
         stream.reader.start()
         return stream
 
+    def _on_camera_state(self, stream: LiveStream, state: CameraState) -> None:
+        """Camera thread: a camera that stops being live shows no faces any more, also to its viewers."""
+        if state is not CameraState.LIVE:
+            self._publish_faces(stream, None, [])
+
     async def add_camera(self, name: str, url: str) -> dict[str, Any]:
-        """Save a new camera, then start it. Its stream slot is reserved before the file is written, so
-        concurrent additions never save more cameras than `max_streams` allows."""
+        """Save a new camera (rtsp:// or rtsps://, a name no other camera has), then start it. Its stream slot
+        is reserved before the file is written, so concurrent additions never save more cameras than
+        `max_streams` allows."""
         camera = Camera.new(name, url)
         self._check_stream_limit()
         self._adding += 1
@@ -457,6 +488,7 @@ class LiveService:
         configuration = RTCConfiguration(iceServers=[]) if self.config.loopback_ice else None
         peer = RTCPeerConnection(configuration)
         self.peers.add(peer)
+        self._spawn(self._expire_silent(weakref.ref(peer)))
         return peer
 
     async def _answer(self, peer: RTCPeerConnection, offer: RTCSessionDescription) -> RTCSessionDescription:
@@ -469,7 +501,7 @@ class LiveService:
         try:
             await peer.setRemoteDescription(offer)
             await peer.setLocalDescription(await peer.createAnswer())
-        except Exception as exc:  # noqa: BLE001 - aiortc raises many kinds on a malformed offer
+        except Exception as exc:  # aiortc raises many kinds on a malformed offer
             await self._close_peer(peer)
             self.metrics.count_rejected("bad_offer")
             # aiortc's ValueErrors describe the offer; anything else is its internals tripping over it.
@@ -491,6 +523,37 @@ class LiveService:
             )
             self.metrics.count_rejected("connect_timeout")
             await self._close_peer(peer)
+
+    async def _expire_silent(self, reference: weakref.ref[RTCPeerConnection]) -> None:
+        """Close the peer once it has been connected and silent for `PEER_SILENCE_SECONDS` checks in a row
+        (held weakly between checks: a peer closed meanwhile is freed).
+
+        Checks count, not the time between them: a stalled event loop delays them instead of counting its own
+        stall as silence.
+        """
+        last, silent = -1, 0
+        while silent < PEER_SILENCE_SECONDS:
+            await asyncio.sleep(1.0)
+            received = await self._packets_received(reference)
+            if received is None:
+                return
+            silent = silent + 1 if received >= 0 and received == last else 0
+            last = received
+        peer = reference()
+        if peer is not None:
+            logger.info("closing a peer silent for %d s (its browser gone or its network lost)", silent)
+            await self._close_peer(peer)
+
+    async def _packets_received(self, reference: weakref.ref[RTCPeerConnection]) -> int | None:
+        """Packets (media, RTCP, DTLS) the peer has received so far; -1 while it is not connected, None once it
+        is closed."""
+        peer = reference()
+        if peer is None or peer not in self.peers:
+            return None
+        if peer.connectionState != "connected":
+            return -1
+        report = await peer.getStats()
+        return sum(stats.packetsReceived for stats in report.values() if isinstance(stats, RTCTransportStats))
 
     async def _close_peer(self, peer: RTCPeerConnection) -> None:
         """Forget the peer and close it, once: later calls wait for the first close to end."""

@@ -163,7 +163,7 @@ class StreamWorker:
             frame = item if isinstance(item, Frame) else item.to_frame(times)
             result = self.pipeline.process(frame, times)
             self._on_output(frame, result)
-        except Exception:  # noqa: BLE001 - one bad frame must not stop the stream
+        except Exception:  # one bad frame must not stop the stream
             self.stats.errors += 1
             if self.stats.errors == 1 or self.stats.errors % 100 == 0:
                 logger.exception(

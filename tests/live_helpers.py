@@ -28,6 +28,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from rtsp_server import RtspTestServer, gst_rtsp_missing
 from server_process import ServerProcess
 
+from stream.cameras import Camera, CameraList
+
 T = TypeVar("T")
 
 
@@ -71,6 +73,14 @@ def add_camera(server: ServerProcess, name: str, url: str) -> str:
     status, body = server.request("POST", "/api/streams", body={"name": name, "url": url})
     assert status == 201, body
     return str(body["id"])
+
+
+def save_file_camera(data_dir: Path, name: str, video: Path) -> str:
+    """Put a `file://` camera in the camera list of a server not started yet (the API refuses `file://`
+    cameras: only the camera file, which operators control, may hold them); the camera's id."""
+    camera_id = "cam-" + name.lower().replace("_", "-")
+    CameraList(data_dir / "cameras.json").add(Camera(camera_id, name, f"file://{video}"))
+    return camera_id
 
 
 def processed(server: ServerProcess, stream_id: str) -> int:

@@ -12,7 +12,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 from clips import ClipTruth
-from live_helpers import json_request, until
+from live_helpers import json_request, save_file_camera, until
 from rtsp_server import free_port
 
 from stream.affinity import CpuSplit, Role, pin_threads, role, runs_as
@@ -90,16 +90,14 @@ def test_the_service_pins_its_threads_only_when_asked(
 
     async def scenario() -> tuple[dict[str, frozenset[int]], str]:
         overrides = {"port": free_port(), "data_dir": tmp_path, "pin_threads": mode}
+        camera_id = save_file_camera(tmp_path, "recorded", moving_face_video[0])
         async with (
             serving(load_config(overrides=overrides)) as running,
             aiohttp.ClientSession(running.url) as http,
         ):
-            camera = await json_request(
-                http, "POST", "/api/streams", {"name": "recorded", "url": f"file://{moving_face_video[0]}"}
-            )
 
             async def processing() -> bool:
-                state = await json_request(http, "GET", f"/api/streams/{camera['id']}")
+                state = await json_request(http, "GET", f"/api/streams/{camera_id}")
                 return bool(state["frames_processed"] > 0)
 
             await until(processing, 30, "frames processed")

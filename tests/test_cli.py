@@ -104,7 +104,8 @@ def test_run_keeps_every_frame_and_its_timestamp(
     clip, truth = moving_face_video
     run = runs["manipulated"]
     assert run.code == 0
-    assert f"{run.video}: {truth.frame_count} frames" in run.stdout and "1 tracks" in run.stdout
+    assert f"{run.video}: {truth.frame_count} frames processed in " in run.stdout and "1 tracks" in run.stdout
+    assert re.search(r"\(\d+\.\d frames/s, \d+\.\dx real time\)", run.stdout), run.stdout
     images, times = decode(run.video)
     _, clip_times = decode(clip)
     assert len(images) == len(clip_times) == truth.frame_count

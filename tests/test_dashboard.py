@@ -306,7 +306,7 @@ def test_compose_wiring() -> None:
 def test_dockerfile_and_documented_ports() -> None:
     dockerfile = (ROOT / "Dockerfile").read_text(encoding="utf-8")
     assert re.search(r"^FROM python:3\.11-slim-bookworm$", dockerfile, re.MULTILINE)
-    assert "pip install ." in dockerfile
+    assert "pip install -c constraints.txt ." in dockerfile, "the image installs the pinned set"
     cmd = json.loads(re.search(r"^CMD (.+)$", dockerfile, re.MULTILINE).group(1))  # type: ignore[union-attr]
     assert cmd[:2] == ["fakeweb", "serve"] and cmd[cmd.index("--host") + 1] == "0.0.0.0"
     operations = OPERATIONS.read_text(encoding="utf-8")

@@ -3,7 +3,8 @@ clients add and remove cameras as fast as it answers, then restarted on the same
 The file must always parse and hold every camera whose POST was answered 201 (and none whose DELETE was
 answered 204); a restart must start them all, even more than `max_streams`; concurrent additions must not save
 more cameras than the limit allows; a list that cannot be saved is a clean 503. Also the reliability settings
-(backoff, watchdog, connect timeout, parallel frames) as read from the environment and TOML.
+(backoff, watchdog, connect timeout, parallel frames) as read from the environment and TOML, the per-user data
+folder, and bad settings refused before TensorFlow loads.
 """
 
 from __future__ import annotations
@@ -11,9 +12,14 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import signal
+import stat
+import subprocess
+import sys
 import threading
 import time
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -21,8 +27,10 @@ import pytest
 from rtsp_server import free_port
 from server_process import ServerProcess
 
-from stream.config import ConfigError, load_config
+from stream.config import ConfigError, load_config, make_data_dir
 from stream.rtsp import DEFAULT_BACKOFF
+
+ROOT = Path(__file__).resolve().parents[1]
 
 ROUNDS = 4
 KEEP = 6  # cameras kept while adding and removing, so each restart starts only a few
@@ -201,3 +209,144 @@ def test_a_camera_list_that_cannot_be_saved_is_a_503_and_changes_nothing(tmp_pat
         assert [item["id"] for item in listing["streams"]] == [kept["id"]]
         assert not list(tmp_path.glob(".cameras.json.*")), "no temp file left behind"
         assert "Traceback" not in server.log()
+
+
+# -- the data folder ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("environ", "expected"),
+    [
+        ({"XDG_DATA_HOME": "/xdg", "HOME": "/home/u"}, "/xdg/fakeweb"),
+        ({"XDG_DATA_HOME": "", "HOME": "/home/u"}, "/home/u/.local/share/fakeweb"),
+        (
+            {"XDG_DATA_HOME": "relative/data", "HOME": "/home/u"},
+            "/home/u/.local/share/fakeweb",
+        ),  # XDG: ignored
+        ({"XDG_DATA_HOME": "/xdg", "FAKEWEB_DATA_DIR": "/srv/fakeweb"}, "/srv/fakeweb"),
+        ({"HOME": "/home/u", "FAKEWEB_DATA_DIR": "~/fw"}, str(Path.home() / "fw")),
+    ],
+)
+def test_the_data_folder_is_per_user_unless_set(environ: dict[str, str], expected: str) -> None:
+    assert load_config(environ=environ).data_dir == Path(expected)
+
+
+def test_without_a_home_folder_the_data_folder_must_be_set() -> None:
+    with pytest.raises(ConfigError, match="set FAKEWEB_DATA_DIR"):
+        load_config(environ={"HOME": "relative"})
+    assert load_config(environ={"HOME": "relative", "FAKEWEB_DATA_DIR": "/srv/fw"}).data_dir == Path(
+        "/srv/fw"
+    )
+
+
+def test_a_toml_or_flag_data_folder_wins(tmp_path: Path) -> None:
+    toml = tmp_path / "fakeweb.toml"
+    toml.write_text(f'data_dir = "{tmp_path / "toml"}"\n', encoding="utf-8")
+    environ = {"XDG_DATA_HOME": "/xdg"}
+    assert load_config(toml, environ=environ).data_dir == tmp_path / "toml"
+    overrides = {"data_dir": str(tmp_path / "flag")}
+    assert load_config(toml, environ=environ, overrides=overrides).data_dir == tmp_path / "flag"
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_the_data_folder_is_created_private_and_an_existing_one_is_left_alone(tmp_path: Path) -> None:
+    make_data_dir(tmp_path / "share" / "fakeweb")
+    assert mode(tmp_path / "share" / "fakeweb") == 0o700
+    (tmp_path / "shared").mkdir(mode=0o755)
+    make_data_dir(tmp_path / "shared")
+    assert mode(tmp_path / "shared") == 0o755
+
+
+def clean_environment(home: Path) -> dict[str, str]:
+    """The test's environment without FAKEWEB_ settings, with `home` as HOME and no XDG_DATA_HOME."""
+    env = {name: value for name, value in os.environ.items() if not name.startswith("FAKEWEB_")}
+    return {**env, "HOME": str(home), "XDG_DATA_HOME": "", "TF_CPP_MIN_LOG_LEVEL": "3"}
+
+
+def wait_ready(url: str, process: subprocess.Popen[bytes], timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, f"server exited with {process.returncode}"
+        try:
+            with urllib.request.urlopen(f"{url}/readyz", timeout=5) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.2)
+    raise TimeoutError(f"server not ready after {timeout} s")
+
+
+def test_serve_keeps_its_data_in_the_per_user_folder_not_where_it_starts(tmp_path: Path) -> None:
+    """Started without --data-dir from a folder (the repository root in the README), the service writes nothing
+    there: the camera list goes to ~/.local/share/fakeweb, created private to the user."""
+    home, work = tmp_path / "home", tmp_path / "work"
+    work.mkdir()
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with (tmp_path / "server.log").open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "stream.cli", "serve", "--port", str(port)],
+            cwd=work,
+            env=clean_environment(home),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_ready(url, process)
+        body = json.dumps({"name": "door", "url": f"rtsp://user:secret@127.0.0.1:{free_port()}/x"}).encode()
+        request = urllib.request.Request(
+            f"{url}/api/streams", body, {"Content-Type": "application/json"}, method="POST"
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:
+            assert response.status == 201
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(30)
+    data = home / ".local" / "share" / "fakeweb"
+    assert mode(data) == 0o700 and mode(data / "cameras.json") == 0o600
+    assert "secret" in (data / "cameras.json").read_text(encoding="utf-8")
+    assert list(work.iterdir()) == []
+
+
+# -- bad settings fail before TensorFlow loads ----------------------------------------------------------------
+
+IMPORTED = re.compile(r"^import time:\s+\d+ \|\s+\d+ \|\s+(\S+)$", re.MULTILINE)
+HEAVY = ("tensorflow", "mediapipe")
+
+BAD_SERVE_SETTINGS: dict[str, tuple[list[str], str]] = {
+    "public bind without a token": (
+        ["--host", "0.0.0.0"],
+        "refusing to bind 0.0.0.0 without a token: set FAKEWEB_TOKEN (or --token) or bind 127.0.0.1",
+    ),
+    "model folder missing": (["--model", "/nope"], "model folder not found: /nope"),
+    "not a package": (["--model", "{empty}"], "{empty}: no manifest.json"),
+    "store reference without alias": (["--model", "store:///srv/models"], "invalid model reference"),
+}
+
+
+@pytest.mark.parametrize("bad", list(BAD_SERVE_SETTINGS))
+def test_bad_serve_settings_fail_before_tensorflow_loads(bad: str, tmp_path: Path) -> None:
+    """A real `fakeweb serve` process: one error line, exit 2, and `-X importtime` (which lists every module
+    the process imported) shows the configuration module but neither TensorFlow nor MediaPipe."""
+    flags, reason = BAD_SERVE_SETTINGS[bad]
+    (tmp_path / "empty").mkdir()
+    flags = [flag.format(empty=tmp_path / "empty") for flag in flags]
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "stream.cli", "serve", *flags],
+        cwd=tmp_path,
+        env={**clean_environment(tmp_path / "home"), "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    lines = done.stderr.splitlines()
+    assert (done.returncode, done.stdout) == (2, ""), done.stderr[-2000:]
+    assert lines[-1].startswith("fakeweb: error: ") and reason.format(empty=tmp_path / "empty") in lines[-1]
+    assert "Traceback" not in done.stderr
+    modules = set(IMPORTED.findall(done.stderr))
+    assert "stream.config" in modules, "importtime lists the imports"
+    assert not {name.split(".")[0] for name in modules} & set(HEAVY)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["empty"], "no data folder created"

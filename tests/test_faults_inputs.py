@@ -28,7 +28,7 @@ from fault_helpers import (
     resolution_change_clip,
     server_rss_mb,
 )
-from live_helpers import Client, add_camera, metric, stream, wait_for
+from live_helpers import Client, add_camera, metric, save_file_camera, stream, wait_for
 from rtsp_server import RtspTestServer, gst_rtsp_missing
 from server_process import ServerProcess
 
@@ -86,22 +86,25 @@ def rtsp_servers(inputs: dict[str, Path]) -> Iterator[dict[str, RtspTestServer]]
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    """The default size cap (1280x720); lost inputs retried after 0.2, 0.5, then 1 s."""
+def server(tmp_path_factory: pytest.TempPathFactory, inputs: dict[str, Path]) -> Iterator[ServerProcess]:
+    """The default size cap (1280x720); lost inputs retried after 0.2, 0.5, then 1 s. The file inputs are
+    cameras of its camera file (the API refuses `file://` cameras), started with the server."""
     env = {"FAKEWEB_RTSP_BACKOFF_SECONDS": "0.2,0.5,1", **STEADY_MALLOC}
     flags = ("--loopback-ice", "--max-streams", "12")
-    with ServerProcess(tmp_path_factory.mktemp("faults_inputs"), *flags, env=env) as process:
+    data = tmp_path_factory.mktemp("faults_inputs")
+    for name in FILE_INPUTS:
+        save_file_camera(data, name, inputs[name])
+    with ServerProcess(data, *flags, env=env) as process:
         yield process
 
 
 @pytest.fixture(scope="module")
-def cameras(
-    server: ServerProcess, rtsp_servers: dict[str, RtspTestServer], inputs: dict[str, Path]
-) -> dict[str, str]:
-    """Every input as a camera of the one server, all started at once."""
-    urls = {name: rtsp_servers[name].url for name in RTSP_INPUTS}
-    urls.update({name: f"file://{inputs[name]}" for name in FILE_INPUTS})
-    ids = {name: add_camera(server, name, url) for name, url in urls.items()}
+def cameras(server: ServerProcess, rtsp_servers: dict[str, RtspTestServer]) -> dict[str, str]:
+    """Every input as a camera of the one server, all running at once: the file cameras of its camera file and
+    the RTSP cameras added through the API."""
+    ids = {name: add_camera(server, name, rtsp_servers[name].url) for name in RTSP_INPUTS}
+    _, listing = server.request("GET", "/api/streams")
+    ids.update({item["name"]: item["id"] for item in listing["streams"] if item["name"] in FILE_INPUTS})
     ids["rss_at_start"] = str(server_rss_mb(server))
     return ids
 

@@ -16,7 +16,7 @@ import pytest
 import s3_server
 from clips import ClipTruth
 from fault_helpers import TcpProxy, log_lines
-from live_helpers import add_camera, metric, stream, wait_for
+from live_helpers import metric, save_file_camera, stream, wait_for
 from package_copies import clone
 from s3_server import new_bucket
 from server_process import ServerProcess
@@ -109,9 +109,9 @@ def test_an_unreachable_s3_store_is_retried_with_backoff_while_serving_continues
     proxy = TcpProxy(int(s3_endpoint.rsplit(":", 1)[1]))  # the service reaches the store through the proxy
     env = {**aws_env, "FAKEWEB_S3_ENDPOINT_URL": proxy.url, "FAKEWEB_CLASSIFY_EVERY": "1"}
     flags = ("--model", f"store://{store.url}@latest", "--model-poll-seconds", str(POLL_SECONDS))
+    camera = save_file_camera(tmp_path / "data", "recorded", moving_face_video[0])
     server = ServerProcess(tmp_path / "data", *flags, env=env).start()
     try:
-        camera = add_camera(server, "recorded", f"file://{moving_face_video[0]}")
         wait_for(lambda: stream(server, camera)["frames_processed"] > 10, 20, "the camera processed")
 
         def classified() -> int:

@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from fractions import Fraction
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -268,6 +269,22 @@ def test_refused_url_follows_the_backoff_schedule(gst: None, cameras: list[RtspC
     assert not recorder.frames and recorder.placeholders
     stats = camera.stats
     assert stats.reconnects >= 4 and stats.last_error == "Connection refused"
+
+
+def test_a_camera_that_is_down_says_why_and_when_it_retries(cameras: list[RtspCamera]) -> None:
+    config = RtspConfig(open_timeout=1.0, read_timeout=0.3, backoff_schedule=(0.5,))
+    refused = start(Recorder().camera(f"rtsp://127.0.0.1:{free_port()}/cam", config), cameras)
+    unknown = start(Recorder().camera("rtsp://no-such-host.invalid/cam", config, "cam2"), cameras)
+    for camera in (refused, unknown):
+        wait_for(partial(_waiting_to_retry, camera), 3.0, f"{camera!r} waiting to retry")
+        assert camera.state is CameraState.RECONNECTING and 0 <= (camera.stats.retry_in or 0) <= 0.5
+    assert refused.stats.last_error == "Connection refused"
+    assert (unknown.stats.last_error or "").startswith("cannot resolve host no-such-host.invalid: ")
+    assert refused.stop(timeout=2.0) and refused.stats.retry_in is None
+
+
+def _waiting_to_retry(camera: RtspCamera) -> bool:
+    return camera.stats.retry_in is not None
 
 
 @pytest.mark.parametrize("blocked_in", ["read", "open"])

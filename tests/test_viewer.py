@@ -44,7 +44,7 @@ def add(feed: AnnotatedFeed, *frames: int | str) -> None:
             keyframe = True
             continue
         assert isinstance(item, int)
-        feed._add(EncodedFrame(item, av.Packet(b"\0"), keyframe, 0.0))  # noqa: SLF001 - the encoder's hand-off
+        feed._add(EncodedFrame(item, av.Packet(b"\0"), keyframe, 0.0))  # the encoder's hand-off
         keyframe = False
 
 
@@ -143,8 +143,8 @@ def test_send_to_negotiates_vp8_and_forwards_pli(monkeypatch: pytest.MonkeyPatch
             answer = server.localDescription.sdp
             assert "VP8/90000" in answer and "H264" not in answer
             (sender,) = server.getSenders()
-            pli = RtcpPsfbPacket(fmt=RTCP_PSFB_PLI, ssrc=1, media_ssrc=sender._ssrc)  # noqa: SLF001
-            await sender._handle_rtcp_packet(pli)  # noqa: SLF001 - what the transport calls on RTCP
+            pli = RtcpPsfbPacket(fmt=RTCP_PSFB_PLI, ssrc=1, media_ssrc=sender._ssrc)
+            await sender._handle_rtcp_packet(pli)  # what the transport calls on RTCP
             assert requests == [1]
         finally:
             await asyncio.gather(server.close(), client.close())

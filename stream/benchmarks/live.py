@@ -206,7 +206,7 @@ async def _view(stream: LiveStream, recording: Recording, viewer: Viewer) -> Non
 
 def _add_file_stream(service: LiveService, stream_id: str) -> LiveStream:
     """A stream fed by the benchmark: the service's own stream construction, without a camera reader."""
-    return service._create_stream(stream_id, "camera", stream_id, None)  # noqa: SLF001 - no public hook yet
+    return service._create_stream(stream_id, "camera", stream_id, None)  # no public hook yet
 
 
 @dataclass

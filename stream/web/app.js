@@ -131,7 +131,7 @@ function cameraElement(stream) {
   element.dataset.id = stream.id;
   element.innerHTML = `<strong></strong> <span class="status"></span> <span class="fps"></span>
     <button class="watch">Watch</button> <button class="remove secondary">Remove</button>
-    <video autoplay playsinline muted></video><ul></ul>`;
+    <div class="problem"></div><video autoplay playsinline muted></video><ul></ul>`;
   element.querySelector("strong").textContent = stream.name;
   element.querySelector(".watch").onclick = () => watchCamera(stream.id, element).catch((e) => showError(e.message));
   element.querySelector(".remove").onclick = async () => {
@@ -142,6 +142,22 @@ function cameraElement(stream) {
     } catch (e) { showError(e.message); }
   };
   return element;
+}
+
+// Why a camera that is down failed last, and when the server tries it again.
+function problemText(stream) {
+  if (stream.status === "live" || !stream.last_error) return "";
+  const seconds = stream.retry_in_seconds;
+  return `${stream.last_error} · ${seconds === null ? "retrying now" : `retrying in ${Math.ceil(seconds)} s`}`;
+}
+
+function showCamera(element, stream) {
+  const status = element.querySelector(".status");
+  status.textContent = stream.status;
+  status.className = `status status-${stream.status}`;
+  element.querySelector(".fps").textContent = `${stream.fps} fps`;
+  element.querySelector(".problem").textContent = problemText(stream);
+  if (stream.status !== "live") renderFaces(element.querySelector("ul"), []);  // a camera down shows no faces
 }
 
 async function refreshCameras() {
@@ -156,10 +172,7 @@ async function refreshCameras() {
     for (const stream of cameras) {
       let element = list.querySelector(`.camera[data-id="${CSS.escape(stream.id)}"]`);
       if (!element) { element = cameraElement(stream); list.appendChild(element); }
-      const status = element.querySelector(".status");
-      status.textContent = stream.status;
-      status.className = `status status-${stream.status}`;
-      element.querySelector(".fps").textContent = `${stream.fps} fps`;
+      showCamera(element, stream);
     }
   } catch (error) { showError(`Cameras: ${error.message}`); }
 }
