@@ -20,8 +20,9 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal
+
+from stream.procfs import PROCFS, Procfs
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +32,6 @@ PIN_THREADS_MODES = ("auto", "on", "off")
 ROLES: tuple[Role, ...] = ("model", "codec")
 _TAGS: dict[Role, str] = {"model": "m:", "codec": "c:"}
 """The prefix of a role's thread names; the kernel keeps 15 bytes of a name."""
-_TASKS = Path("/proc/self/task")
 
 
 @dataclass(frozen=True)
@@ -74,26 +74,26 @@ def role_of(thread_name: str) -> Role | None:
     return "codec" if thread_name.startswith("av:") else None
 
 
-def role_threads() -> Iterator[tuple[int, Role]]:
+def role_threads(proc: Procfs = PROCFS) -> Iterator[tuple[int, Role]]:
     """(thread id, role) of every thread of this process that is in a role now."""
-    for task in _TASKS.iterdir():
+    for tid in proc.thread_ids():
         try:
-            name = (task / "comm").read_text().rstrip("\n")
+            name = proc.thread_name(tid)
         except OSError:
             continue  # the thread ended
         found = role_of(name)
         if found is not None:
-            yield int(task.name), found
+            yield tid, found
 
 
-def repin(split: CpuSplit | None, every_cpu: frozenset[int]) -> int:
+def repin(split: CpuSplit | None, every_cpu: frozenset[int], proc: Procfs = PROCFS) -> int:
     """Pin every thread in a role to its CPUs in `split`, or to `every_cpu` without one; new threads too.
 
     Returns how many threads moved. A thread that ended meanwhile is skipped.
     """
     pin_threads(split)
     moved = 0
-    for tid, name in role_threads():
+    for tid, name in role_threads(proc):
         cpus = every_cpu if split is None else split.cpus(name)
         try:
             if os.sched_getaffinity(tid) != cpus:
@@ -104,12 +104,12 @@ def repin(split: CpuSplit | None, every_cpu: frozenset[int]) -> int:
     return moved
 
 
-def _set_name(name: str) -> str | None:
+def _set_name(name: str, proc: Procfs) -> str | None:
     """Give the calling thread a system name (15 bytes kept); returns the one it had, None if it cannot."""
-    comm = _TASKS / str(threading.get_native_id()) / "comm"
+    tid = threading.get_native_id()
     try:
-        previous = comm.read_text().rstrip("\n")
-        comm.write_text(name.encode()[:15].decode(errors="ignore"))
+        previous = proc.thread_name(tid)
+        proc.rename_thread(tid, name)
     except OSError as exc:  # no /proc: the thread keeps its name, and `repin` cannot see it
         logger.debug("cannot name a thread %r: %s", name, exc)
         return None
@@ -134,9 +134,9 @@ def _pin_self(name: Role) -> set[int] | None:
 
 
 @contextmanager
-def role(name: Role) -> Iterator[None]:
+def role(name: Role, proc: Procfs = PROCFS) -> Iterator[None]:
     """Run the calling thread in a role while inside: named by it, and pinned to its CPUs given a split."""
-    previous_name = _set_name(_TAGS[name] + threading.current_thread().name)
+    previous_name = _set_name(_TAGS[name] + threading.current_thread().name, proc)
     previous_cpus = _pin_self(name)
     try:
         yield
@@ -144,7 +144,7 @@ def role(name: Role) -> Iterator[None]:
         if previous_cpus is not None:
             os.sched_setaffinity(0, previous_cpus)
         if previous_name is not None:
-            _set_name(previous_name)
+            _set_name(previous_name, proc)
 
 
 def runs_as(name: Role, target: Callable[[], None]) -> Callable[[], None]:

@@ -28,6 +28,10 @@ ICON_MAX_AGE = 7 * 24 * 3600
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+class BadRequest(FakewebError):
+    """A request body that cannot be read (too large, not a JSON object); refused with 400."""
+
+
 def error(status: int, message: str) -> web.Response:
     return web.json_response({"error": message}, status=status)
 
@@ -39,7 +43,7 @@ def _status_for(exc: FakewebError) -> int:
         return 404
     if isinstance(exc, CameraNameTaken):
         return 409
-    if isinstance(exc, BadOffer | CameraConfigError):
+    if isinstance(exc, BadRequest | BadOffer | CameraConfigError):
         return 400
     return 400
 
@@ -89,17 +93,17 @@ def auth_middleware(token: str | None) -> Any:
 async def read_json(request: web.Request, max_bytes: int) -> dict[str, Any]:
     """The request body as a JSON object, refusing bodies over `max_bytes` and anything but an object."""
     if request.content_length is not None and request.content_length > max_bytes:
-        raise BadOffer(f"request body too large ({request.content_length} bytes, limit {max_bytes})")
+        raise BadRequest(f"request body too large ({request.content_length} bytes, limit {max_bytes})")
     body = await request.content.read(max_bytes + 1)
     if len(body) > max_bytes:
-        raise BadOffer(f"request body too large (limit {max_bytes} bytes)")
+        raise BadRequest(f"request body too large (limit {max_bytes} bytes)")
     try:
         data = json.loads(body)
     except (ValueError, RecursionError) as exc:  # also too deep nesting, integers over 4300 digits
         reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)[:200]
-        raise BadOffer(f"body is not valid JSON ({reason})") from exc
+        raise BadRequest(f"body is not valid JSON ({reason})") from exc
     if not isinstance(data, dict):
-        raise BadOffer("body must be a JSON object")
+        raise BadRequest("body must be a JSON object")
     return data
 
 

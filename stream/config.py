@@ -1,4 +1,9 @@
-"""Service configuration: defaults, then a TOML file, then `FAKEWEB_*` environment variables, then flags."""
+"""The settings, defined once: `ServiceConfig`'s fields, each with its type, default, help and allowed values.
+
+`fakeweb serve` takes them from the defaults, then a TOML file, then `FAKEWEB_*` environment variables, then flags;
+the flags of `serve`, `run` and `bench` are made from the same fields (`stream.cli.settings_flags`), and so is the
+settings reference (`stream.settings_doc`).
+"""
 
 from __future__ import annotations
 
@@ -7,9 +12,9 @@ import math
 import os
 import sys
 from collections.abc import Callable, Mapping
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import MISSING, Field, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from models.devices import DEVICE_CHOICES
 from models.errors import FakewebError
@@ -17,7 +22,11 @@ from models.package import DEFAULT_PACKAGE_DIR, ModelPackage
 from stream.affinity import PIN_THREADS_MODES
 from stream.reload import parse_model_ref
 from stream.rtsp import DEFAULT_BACKOFF
+from stream.scoring import SETTINGS as SCORING_SETTINGS
 from stream.scoring import ScoringConfig
+
+if TYPE_CHECKING:
+    from stream.overlay import MeshFor
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -28,10 +37,19 @@ else:  # pragma: no cover - Python 3.10
 DETECTOR_RANGES = ("auto", "short", "full")
 """`models.detector.RANGE_SETTINGS`, repeated so that reading the configuration does not load MediaPipe."""
 MESH_FOR = ("manipulated", "flagged", "all")
-"""`stream.overlay.MeshFor`, repeated for the same reason."""
+"""The values of `stream.overlay.MeshFor`, repeated for the same reason (tests/test_settings_flags.py checks)."""
 BACKENDS = ("auto", "tflite", "savedmodel")
 """Classifier backends (`models.classifier.load_classifier`)."""
 ENV_PREFIX = "FAKEWEB_"
+PIPELINE_SETTINGS = ("detector_range", "min_confidence", "detect_every", "mesh_every", "mesh_for")
+"""The settings of a stream's pipeline (`PipelineConfig.from_settings`)."""
+FRAME_SETTINGS = (*PIPELINE_SETTINGS, *SCORING_SETTINGS)
+"""The per-frame settings: how a stream's frames are processed and its faces judged (`PipelineConfig` and
+`ScoringConfig.from_settings`); `serve`, `run` and `bench` all take them."""
+MODEL_SETTINGS = ("device", "backend", "threads")
+"""How the classifier runs; the model itself is a folder for `run` and `bench`, also a store alias for `serve`."""
+BATCH_SETTINGS = ("batch_max_size", "batch_max_wait_ms")
+"""How the live service batches the classifier's crops across streams (`serve`, `bench live`)."""
 
 
 class ConfigError(FakewebError):
@@ -56,18 +74,50 @@ def default_data_dir(environ: Mapping[str, str] | None = None) -> Path:
     return Path(home) / ".local" / "share" / "fakeweb"
 
 
+@dataclass(frozen=True)
+class Bounds:
+    """The numbers a setting allows: from `low` to `high`, each end included unless it is open."""
+
+    low: float
+    high: float = math.inf
+    low_open: bool = False
+    high_open: bool = True
+
+    def __contains__(self, value: float) -> bool:
+        above = value > self.low if self.low_open else value >= self.low
+        below = value < self.high if self.high_open else value <= self.high
+        return above and below  # never for NaN
+
+    def __str__(self) -> str:
+        if self.high == math.inf:
+            return f"{'>' if self.low_open else '>='} {self.low:g}"
+        if self.low_open and self.high_open:
+            return f"between {self.low:g} and {self.high:g} (exclusive)"
+        return (
+            f"in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
+        )
+
+
+AT_LEAST_ONE = Bounds(1)
+NOT_NEGATIVE = Bounds(0)
+POSITIVE = Bounds(0, low_open=True)
+FRACTION = Bounds(0, 1)
+"""In [0, 1)."""
+
+
 def setting(
     default: Any = MISSING,
     *,
     help: str,
     factory: Callable[[], Any] | None = None,
     choices: tuple[str, ...] | None = None,
+    bounds: Bounds | None = None,
     shown: str | None = None,
 ) -> Any:
-    """A ServiceConfig field with its one-line meaning (`help`, for docs/settings.md and `fakeweb serve --help`),
-    its allowed values if a fixed set, and its default as `shown` when the value depends on the machine (as
-    a `factory`'s always does)."""
-    metadata = {"help": help, "choices": choices, "shown": shown}
+    """A ServiceConfig field with its one-line meaning (`help`, for docs/settings.md and the flags' help), its
+    allowed values (a fixed set of `choices`, or numbers within `bounds`), and its default as `shown` when the
+    value depends on the machine (as a `factory`'s always does)."""
+    metadata = {"help": help, "choices": choices, "bounds": bounds, "shown": shown}
     if factory is not None:
         return field(default_factory=factory, metadata=metadata)
     return field(default=default, metadata=metadata)
@@ -106,12 +156,14 @@ class ServiceConfig:
         choices=BACKENDS,
         help="Classifier backend; `auto`: TFLite on the CPU, SavedModel on a GPU or HPU.",
     )
-    threads: int = setting(1, help="TFLite CPU threads.")
+    threads: int = setting(1, bounds=AT_LEAST_ONE, help="TFLite CPU threads.")
     model_poll_seconds: float = setting(30.0, help="How often a `store://` model's alias is checked.")
     max_streams: int = setting(
-        8, help="Most streams at once, browser webcams and cameras together (saved cameras all start)."
+        8,
+        bounds=AT_LEAST_ONE,
+        help="Most streams at once, browser webcams and cameras together (saved cameras all start).",
     )
-    max_viewers: int = setting(16, help="Most WebRTC peer connections at once.")
+    max_viewers: int = setting(16, bounds=AT_LEAST_ONE, help="Most WebRTC peer connections at once.")
     max_offer_bytes: int = setting(64 * 1024, help="Largest request body, WebRTC offers included.")
     max_width: int = setting(
         1280, help="Frames wider are downscaled to this width, keeping their aspect ratio, before processing."
@@ -121,51 +173,69 @@ class ServiceConfig:
         help="Frames taller are downscaled to this height, keeping their aspect ratio, before processing.",
     )
     detect_every: int = setting(
-        3, help="Run the detector on every Nth processed frame; the tracker and the mesh bridge the others."
+        3,
+        bounds=AT_LEAST_ONE,
+        help="Run the detector on every Nth processed frame; the tracker and the mesh bridge the others.",
     )
     mesh_every: int = setting(
         2,
+        bounds=AT_LEAST_ONE,
         help="Run FaceMesh on every Nth processed frame; in between, each face's last mesh follows its box.",
     )
     classify_every: int = setting(
-        _SCORING.classify_every, help="Classify each face every Nth frame (`stream.scoring`)."
+        _SCORING.classify_every,
+        bounds=AT_LEAST_ONE,
+        help="Classify each face every Nth frame (`stream.scoring`).",
     )
     ema_alpha: float = setting(
         _SCORING.ema_alpha,
+        bounds=Bounds(0, 1, low_open=True, high_open=False),
         help="Weight of the newest classifier sample in a face's smoothed score, in (0, 1]; 1: no smoothing.",
     )
     min_samples: int = setting(
         _SCORING.min_samples,
+        bounds=AT_LEAST_ONE,
         help="Classifier samples a face needs before any verdict; it is `unknown`, with no score, until then.",
     )
     manipulated_after: int = setting(
         _SCORING.manipulated_after,
+        bounds=AT_LEAST_ONE,
         help="Samples in a row with the smoothed score at or above the model's threshold `t` before "
         "`manipulated`.",
     )
     suspect_band: float = setting(
         _SCORING.suspect_band,
+        bounds=FRACTION,
         help="The `suspect` band below the threshold, as a fraction of it: from (1 - suspect_band) * t.",
     )
     hysteresis_band: float = setting(
         _SCORING.hysteresis_band,
+        bounds=FRACTION,
         help="A flagged face is `real` again only hysteresis_band * t below the suspect band's start.",
     )
     detector_range: str = setting(
         "auto",
         choices=DETECTOR_RANGES,
-        help="BlazeFace model; `auto`: short range for browser webcams, full range for cameras, whose faces "
-        'are further away (docs/performance.md, "Detector range").',
+        help="BlazeFace model; `auto`: short range for browser webcams, full range for cameras and video files, "
+        'whose faces are further away (docs/performance.md, "Detector range").',
     )
-    min_confidence: float = setting(0.5, help="Face detector confidence (0-1) a detection needs.")
-    mesh_for: str = setting(
+    min_confidence: float = setting(
+        0.5,
+        bounds=Bounds(0, 1, low_open=True),
+        help="Face detector confidence (between 0 and 1) a detection needs.",
+    )
+    mesh_for: MeshFor = setting(
         "manipulated",
         choices=MESH_FOR,
         help="Faces that get the face mesh drawn; `flagged`: suspect or manipulated.",
     )
-    batch_max_size: int = setting(16, help="Most face crops per classifier batch, from all streams together.")
+    batch_max_size: int = setting(
+        16, bounds=AT_LEAST_ONE, help="Most face crops per classifier batch, from all streams together."
+    )
     batch_max_wait_ms: float = setting(
-        4.0, help="How long the batcher waits for more crops after the first before it runs a smaller batch."
+        4.0,
+        bounds=NOT_NEGATIVE,
+        help="How long the batcher waits for more crops after the first before it runs a smaller batch.",
     )
     loopback_ice: bool = setting(
         False, help="Offer only 127.0.0.1 as ICE address, with no STUN server (hosts reached over loopback)."
@@ -175,18 +245,24 @@ class ServiceConfig:
         help="Waits before a lost camera's reconnect attempts, one step per failure in a row; the last repeats.",
     )
     rtsp_stall_seconds: float = setting(
-        5.0, help="A live camera that delivers no frame for this long is reconnected (the watchdog)."
+        5.0,
+        bounds=POSITIVE,
+        help="A live camera that delivers no frame for this long is reconnected (the watchdog).",
     )
     max_parallel_frames: int = setting(
         0,
+        bounds=NOT_NEGATIVE,
         help="Frames processed at once across all streams (the others wait, replaceable by newer ones); 0: one "
         "per CPU the process may use.",
     )
     connect_timeout_seconds: float = setting(
-        15.0, help="A WebRTC peer not connected this long after its answer is closed, freeing its slot."
+        15.0,
+        bounds=POSITIVE,
+        help="A WebRTC peer not connected this long after its answer is closed, freeing its slot.",
     )
     video_bitrate_kbps: int = setting(
         1000,
+        bounds=Bounds(50),
         help="VP8 bitrate of each stream's annotated video, encoded once for all its viewers (no per-viewer "
         "adaptation).",
     )
@@ -209,37 +285,23 @@ class ServiceConfig:
                 f"refusing to bind {self.host} without a token: set FAKEWEB_TOKEN (or --token) "
                 "or bind 127.0.0.1"
             )
-        for name in (
-            "max_streams",
-            "max_viewers",
-            "threads",
-            "detect_every",
-            "mesh_every",
-            "classify_every",
-            "min_samples",
-            "manipulated_after",
-            "batch_max_size",
-        ):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be >= 1")
+        for item in fields(self):
+            value, choices, bounds = (
+                getattr(self, item.name),
+                item.metadata["choices"],
+                item.metadata["bounds"],
+            )
+            if choices is not None and value not in choices:
+                raise ConfigError(f"{item.name} must be one of {', '.join(choices)}, got {value!r}")
+            if bounds is not None and value not in bounds:
+                raise ConfigError(f"{item.name} must be {bounds}, got {value}")
         try:
             # The bands are fractions of the threshold: settings valid for one threshold are valid for all.
             self.scoring(_SCORING.threshold)
         except ValueError as exc:
             raise ConfigError(f"scoring settings: {exc}") from exc
-        if self.video_bitrate_kbps < 50:
-            raise ConfigError("video_bitrate_kbps must be >= 50")
-        for item in fields(self):
-            choices, value = item.metadata["choices"], getattr(self, item.name)
-            if choices is not None and value not in choices:
-                raise ConfigError(f"{item.name} must be one of {', '.join(choices)}, got {value!r}")
-        if self.max_parallel_frames < 0:
-            raise ConfigError("max_parallel_frames must be >= 0 (0: one per CPU the process may use)")
         if not self.rtsp_backoff_seconds or not all(0 <= s < math.inf for s in self.rtsp_backoff_seconds):
             raise ConfigError("rtsp_backoff_seconds must be one or more waits >= 0")
-        for name in ("rtsp_stall_seconds", "connect_timeout_seconds"):
-            if not 0 < getattr(self, name) < math.inf:
-                raise ConfigError(f"{name} must be > 0")
 
     def scoring(self, threshold: float) -> ScoringConfig:
         """The scoring settings for a model whose manifest gives `threshold`."""
@@ -272,12 +334,17 @@ SETTING_TYPES: dict[str, type] = {
     "Path": Path,
     "tuple[float, ...]": tuple,
 }
-"""The Python type of each kind of ServiceConfig field, by its annotation."""
+"""The Python type of each kind of ServiceConfig field, by its annotation; a field with `choices` is a `str`."""
+
+
+def setting_type(item: Field[Any]) -> type:
+    """The Python type of the ServiceConfig field `item`."""
+    return str if item.metadata["choices"] else SETTING_TYPES[str(item.type)]
 
 
 def _coerce(name: str, value: Any) -> Any:
     """Convert a TOML or environment value to the type of the ServiceConfig field `name`."""
-    kind = SETTING_TYPES[str({f.name: f for f in fields(ServiceConfig)}[name].type)]
+    kind = setting_type({f.name: f for f in fields(ServiceConfig)}[name])
     try:
         if kind is bool:
             if isinstance(value, bool):

@@ -14,10 +14,9 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 from stream.affinity import ROLES, CpuSplit, Role, pin_threads, repin, role_threads
-from stream.procfs import cpu_busy_seconds, stat_cpu_seconds
+from stream.procfs import PROCFS, Procfs
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +30,6 @@ DEFAULT_PERIOD = 2.0
 PIN_AGAIN_AFTER = 15
 """Shared, the roles are pinned again only once they have fitted for this many periods in a row (30 s by
 default): sharing is immediate, to keep capacity; pinning waits, so that a load on the edge does not flap."""
-_TASKS = Path("/proc/self/task")
 
 
 @dataclass(frozen=True)
@@ -71,23 +69,24 @@ def should_pin(pinned: bool, load: RoleLoad, split: CpuSplit) -> bool:
 
 class RoleClock:
     """Each role's seconds on a CPU and waiting for one, summed over its threads (ended ones included), and the
-    busy seconds of each role's CPUs in `split`. A thread that starts and ends between two reads is not seen."""
+    busy seconds of each role's CPUs in `split`, read from `proc`. A thread that starts and ends between two
+    reads is not seen."""
 
-    def __init__(self, split: CpuSplit) -> None:
+    def __init__(self, split: CpuSplit, proc: Procfs = PROCFS) -> None:
         self.split = split
+        self.proc = proc
         self._threads: dict[int, tuple[Role, float, float]] = {}  # the last figures of each live thread
         self._ended = {name: (0.0, 0.0) for name in ROLES}
         self._previous = self._totals()
 
     def _read_threads(self) -> None:
         current: dict[int, tuple[Role, float, float]] = {}
-        for tid, name in role_threads():
+        for tid, name in role_threads(self.proc):
             try:
-                stat = (_TASKS / str(tid) / "stat").read_text()
-                waited = int((_TASKS / str(tid) / "schedstat").read_text().split()[1]) / 1e9
+                ran, (_, waited) = self.proc.thread_cpu_seconds(tid), self.proc.thread_schedstat(tid)
             except (OSError, IndexError, ValueError):
                 continue  # it ended while we read: its last figures go to the ended ones below
-            current[tid] = (name, stat_cpu_seconds(stat), waited)
+            current[tid] = (name, ran, waited)
         for tid, (name, ran, waited) in self._threads.items():
             if tid not in current:
                 ended_ran, ended_waited = self._ended[name]
@@ -101,7 +100,7 @@ class RoleClock:
         for name, ran, waited in self._threads.values():
             on_cpu[name] += ran
             waiting[name] += waited
-        per_cpu = cpu_busy_seconds()
+        per_cpu = self.proc.cpu_busy_seconds()
         cpus = {name: sum(per_cpu.get(cpu, 0.0) for cpu in self.split.cpus(name)) for name in ROLES}
         return time.monotonic(), on_cpu, waiting, cpus
 
@@ -133,6 +132,7 @@ class CpuSplitter:
         cpus: frozenset[int],
         period: float = DEFAULT_PERIOD,
         on_change: Callable[[bool, RoleLoad], None] | None = None,
+        proc: Procfs = PROCFS,
     ) -> None:
         split = CpuSplit.of(cpus)
         if split is None:
@@ -144,11 +144,12 @@ class CpuSplitter:
         self.switches = 0
         self._fitted = 0  # periods in a row that the roles, shared, would have fitted pinned
         self._on_change = on_change
+        self._proc = proc
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
-        repin(self.split, self.cpus)
+        repin(self.split, self.cpus, self._proc)
         self.pinned = True
         self._thread = threading.Thread(target=self._run, name="cpu-split", daemon=True)
         self._thread.start()
@@ -158,7 +159,7 @@ class CpuSplitter:
         self._stopping.set()
         if self._thread is not None:
             self._thread.join()
-        repin(None, self.cpus)
+        repin(None, self.cpus, self._proc)
         self.pinned = False
 
     def _decide(self, load: RoleLoad) -> bool:
@@ -170,12 +171,12 @@ class CpuSplitter:
         return self._fitted >= PIN_AGAIN_AFTER
 
     def _run(self) -> None:
-        clock = RoleClock(self.split)
+        clock = RoleClock(self.split, self._proc)
         while not self._stopping.wait(self.period):
             load = clock.load()
             try:
                 pinned = self._decide(load)
-                repin(self.split if pinned else None, self.cpus)
+                repin(self.split if pinned else None, self.cpus, self._proc)
             except Exception:  # the split is an optimisation: never let it end the thread
                 logger.exception("the CPU split failed to change; it tries again in %.0f s", self.period)
                 continue

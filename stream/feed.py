@@ -1,7 +1,8 @@
 """A stream's annotated video for its viewers: frames from the worker thread, encoded once, packets on the event loop.
 
-`publish` (worker thread) converts the annotated image to yuv420p and hands it to the stream's `StreamEncoder`
-(the newest frame wins), only while someone watches. Encoded frames come back to the event loop, where the last
+`publish` (any thread: the worker's annotated frames, a camera's placeholders) converts the image to yuv420p and
+hands it to the stream's `StreamEncoder` (the newest frame wins), only while someone watches; as a `ResultSink`
+(`stream.fanout`) the feed publishes every processed frame. Encoded frames come back to the event loop, where the last
 `backlog` of them wait for the viewers' tracks (`stream.viewer.ViewerTrack`), which take them in order or skip to a
 keyframe.
 """
@@ -12,6 +13,7 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import av
 import cv2
@@ -19,6 +21,10 @@ import numpy as np
 from aiortc.mediastreams import MediaStreamError
 
 from stream.encoder import EncodedFrame, EncoderSettings, StreamEncoder
+from stream.frames import Frame
+
+if TYPE_CHECKING:
+    from stream.pipeline import FrameResult
 
 DEFAULT_BACKLOG = 3
 """Encoded frames kept for viewers (100 ms at 30 fps): a viewer delayed by a short event-loop stall catches up in
@@ -71,10 +77,14 @@ class AnnotatedFeed:
     def start(self) -> None:
         self.encoder.start()
 
-    def publish(self, image: np.ndarray, capture_time: float) -> None:
-        """Thread-safe: encode `image` (RGB uint8) next, unless nobody watches."""
+    def publish(self, frame: Frame) -> None:
+        """Thread-safe: encode `frame`'s image next, unless nobody watches."""
         if self._viewers and not self._closed:
-            self.encoder.submit(yuv420p_frame(image), capture_time)
+            self.encoder.submit(yuv420p_frame(frame.image), frame.capture_time)
+
+    def on_result(self, frame: Frame, result: FrameResult) -> None:
+        """Worker thread: the processed frame, annotated, is the next to encode."""
+        self.publish(frame)
 
     def _from_encoder(self, frame: EncodedFrame) -> None:
         try:

@@ -16,15 +16,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
-from models.detector import DetectorConfig, FaceDetector
+from models.detector import DetectorConfig, FaceDetector, SourceKind, range_for
 from models.geometry import Box
 from models.landmarks import FaceMesher
 from models.preprocess import CropSpec, crop_face
 from stream.frames import Frame
-from stream.overlay import FaceOverlay, OverlayConfig, draw_overlays, wants_mesh
+from stream.overlay import FaceOverlay, MeshFor, OverlayConfig, draw_overlays, wants_mesh
 from stream.scoring import ScoringConfig, TrackScorer
 from stream.timing import StageTimes
 from stream.tracker import IouTracker, TrackerConfig, TrackState
@@ -37,18 +38,51 @@ ScoringSource = Callable[[], ScoringConfig]
 """The scoring settings for the model in use now (its threshold); cheap, called once or twice per frame."""
 
 
+class PipelineSettings(Protocol):
+    """The per-frame settings a pipeline is built from: `stream.config.ServiceConfig`, or parsed flags."""
+
+    @property
+    def detector_range(self) -> str: ...
+    @property
+    def min_confidence(self) -> float: ...
+    @property
+    def detect_every(self) -> int: ...
+    @property
+    def mesh_every(self) -> int: ...
+    @property
+    def mesh_for(self) -> MeshFor: ...
+
+
 @dataclass(frozen=True)
 class PipelineConfig:
-    """Everything that shapes one stream's processing; the crop spec and threshold come from the model."""
+    """Everything that shapes one stream's processing; the crop spec and threshold come from the model.
+
+    The detector runs on every `detect_every`th processed frame, FaceMesh on every `mesh_every`th (in between,
+    each face's last mesh follows its box). These have no default here: the settings' (`from_settings`) are the
+    ones the service, `fakeweb run` and the benchmarks use.
+    """
 
     crop: CropSpec
+    detect_every: int
+    mesh_every: int
     detector: DetectorConfig = field(default_factory=DetectorConfig)
-    detect_every: int = 1
-    mesh_every: int = 1
-    """Run FaceMesh on every Nth processed frame; in between, each face's last mesh follows its box."""
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
     scoring: ScoringConfig = field(default_factory=ScoringConfig)
     overlay: OverlayConfig = field(default_factory=OverlayConfig)
+
+    @classmethod
+    def from_settings(
+        cls, settings: PipelineSettings, crop: CropSpec, scoring: ScoringConfig, source: SourceKind
+    ) -> PipelineConfig:
+        """A `source`'s pipeline as `settings` say; the detector range follows the source when it is `auto`."""
+        return cls(
+            crop=crop,
+            detect_every=settings.detect_every,
+            mesh_every=settings.mesh_every,
+            detector=DetectorConfig(range_for(settings.detector_range, source), settings.min_confidence),
+            scoring=scoring,
+            overlay=OverlayConfig(mesh_for=settings.mesh_for),
+        )
 
     def __post_init__(self) -> None:
         if self.detect_every < 1:

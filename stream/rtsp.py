@@ -1,21 +1,22 @@
 """An RTSP camera that never gives up: a reader thread that reconnects with backoff; placeholders while down.
 
-Each `RtspCamera` runs two threads. The reader opens the stream with PyAV over TCP, decodes, converts to RGB,
-downscales frames above the size cap and hands each one to `on_frame`; on any failure it reconnects after the
-next step of a backoff schedule. The watchdog marks a LIVE camera that has delivered no frame for
-`stall_timeout` as RECONNECTING (the reader then drops that connection) and, while the camera is not LIVE,
-renders a dark "offline" placeholder at `placeholder_fps` and hands it to `on_placeholder`.
+Each `RtspCamera` runs two threads. The reader opens the stream with PyAV over TCP, decodes and hands each
+picture on; on any failure it reconnects after the next step of a backoff schedule. The watchdog marks a LIVE
+camera that has delivered no frame for `stall_timeout` as RECONNECTING (the reader then drops that connection)
+and, while the camera is not LIVE, renders a dark "offline" placeholder at `placeholder_fps` and hands it to
+`on_placeholder`.
 
-Placeholders go to their own callback rather than through `on_frame`, so the consumer of `on_frame` (the
-detection pipeline) only ever sees camera pictures, while the consumer of `on_placeholder` (what the viewer
-shows) can tell them apart without a flag on `Frame`.
+Placeholders go to their own callback, so the frame consumer (the detection pipeline) only ever sees camera
+pictures, while the consumer of `on_placeholder` (what the viewer shows) can tell them apart without a flag on
+`Frame`.
 
 Callbacks run on the camera's threads (`on_state` also on the caller's, from `start` and `stop`). The reader
-keeps no queue and never waits for a consumer: `on_frame` must return at once (put the frame in a
-latest-frame-wins slot and let the pipeline take it from there). With `on_decoded` instead, the reader hands
-over `DecodedFrame`s and the consumer converts only the frames it takes: converting to RGB and downscaling cost
+keeps no queue and never waits for a consumer: the frame callback must return at once (put the frame in a
+latest-frame-wins slot and let the pipeline take it from there). The frame consumer is one of two kinds:
+`on_decoded` gets `DecodedFrame`s and converts only the frames it takes (converting to RGB and downscaling cost
 twice the decode of a 720p frame, so under overload a reader that converted every frame would fall behind the
-camera (a lag that no latency measured from the decoder shows).
+camera, a lag that no latency measured from the decoder shows); `on_frame` gets every frame converted by the
+reader.
 
 URLs may carry credentials (`rtsp://user:pass@host/path`); every log line and `repr` shows `redact_url(url)`.
 A `file:` URL is played at its frame rate (a recorded camera) and starts over when it ends.
@@ -44,7 +45,7 @@ import numpy as np
 from models.errors import InputError
 from stream.affinity import runs_as
 from stream.file_source import open_video
-from stream.frames import Frame
+from stream.frames import DecodedFrame, Frame, fitted_size
 from stream.timing import StageTimes
 
 logger = logging.getLogger(__name__)
@@ -173,43 +174,6 @@ class Backoff:
         return delay
 
 
-def fit_within(image: np.ndarray, max_width: int, max_height: int) -> np.ndarray:
-    """`image` shrunk to fit max_width x max_height, keeping its aspect (INTER_AREA); as is if it fits."""
-    height, width = image.shape[:2]
-    size = fitted_size(width, height, max_width, max_height)
-    if size == (width, height):
-        return image
-    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
-
-
-def fitted_size(width: int, height: int, max_width: int, max_height: int) -> tuple[int, int]:
-    """The (width, height) `fit_within` gives a width x height picture."""
-    scale = min(max_width / width, max_height / height)
-    if scale >= 1:
-        return width, height
-    return max(1, round(width * scale)), max(1, round(height * scale))
-
-
-@dataclass(frozen=True)
-class DecodedFrame:
-    """A camera picture as decoded, not yet RGB: `to_frame` converts and downscales it (timed as the `decode`
-    stage) on the thread that takes it, so a frame dropped before anyone takes it costs its decode only."""
-
-    camera_id: str
-    index: int
-    video_frame: av.VideoFrame
-    capture_time: float
-    pts: int | None
-    time_base: Fraction | None
-    max_width: int
-    max_height: int
-
-    def to_frame(self, times: StageTimes) -> Frame:
-        with times.measure("decode"):
-            image = fit_within(self.video_frame.to_ndarray(format="rgb24"), self.max_width, self.max_height)
-        return Frame(self.camera_id, self.index, image, self.capture_time, self.pts, self.time_base)
-
-
 class _Pace:
     """Plays a file at its frame rate: the seconds to wait before each frame, from its timestamp.
 
@@ -281,26 +245,28 @@ def _unresolved(url: str) -> str | None:
 class RtspCamera:
     """One RTSP camera read on its own threads; `start()` it, `stop()` it, read `state` and `stats` any time.
 
-    `on_frame` gets every decoded frame (RGB, at most max_width x max_height, `capture_time` from `clock`,
-    `index` counting across reconnects, `pts` in the camera's time base, restarting at each connection).
-    `on_state` gets each state change. `on_placeholder` gets placeholder frames while the camera runs and is
-    not LIVE (the size of the last camera frame, `index` counting placeholders, no pts). Callbacks must be
-    quick; an exception from one is counted and logged once, and the camera carries on. `clock` must tick in
-    seconds like `time.monotonic`. Given `on_decoded`, frames go there as `DecodedFrame`s instead of to
-    `on_frame` (same index, times and size once converted).
+    Every picture goes to exactly one of `on_frame` (converted: RGB, at most max_width x max_height) and
+    `on_decoded` (as a `DecodedFrame`, converted by whoever takes it): `capture_time` from `clock`, `index`
+    counting across reconnects, `pts` in the camera's time base, restarting at each connection. `on_state` gets
+    each state change. `on_placeholder` gets placeholder frames while the camera runs and is not LIVE (the size
+    of the last camera frame, `index` counting placeholders, no pts). Callbacks must be quick; an exception
+    from one is counted and logged once, and the camera carries on. `clock` must tick in seconds like
+    `time.monotonic`.
     """
 
     def __init__(
         self,
         camera_id: str,
         url: str,
-        on_frame: Callable[[Frame], None],
+        on_frame: Callable[[Frame], None] | None = None,
         on_state: Callable[[CameraState], None] | None = None,
         config: RtspConfig | None = None,
         clock: Callable[[], float] = time.monotonic,
         on_placeholder: Callable[[Frame], None] | None = None,
         on_decoded: Callable[[DecodedFrame], None] | None = None,
     ) -> None:
+        if (on_frame is None) == (on_decoded is None):
+            raise ValueError("give exactly one of on_frame and on_decoded")
         self.camera_id = camera_id
         self._url = url
         self.display_url = redact_url(url)
@@ -471,7 +437,7 @@ class RtspCamera:
         return _describe(error)
 
     def _deliver(self, video_frame: av.VideoFrame, time_base: Fraction | None) -> bool:
-        """Hand one frame to `on_frame` (converted) or `on_decoded`; False when the connection is to be
+        """Hand one picture to `on_decoded`, or converted to `on_frame`; False when the connection is to be
         dropped instead."""
         now = self._clock()
         config = self.config
@@ -492,14 +458,14 @@ class RtspCamera:
             index,
             video_frame,
             now,
-            video_frame.pts,
-            time_base,
             config.max_width,
             config.max_height,
+            video_frame.pts,
+            time_base,
         )
         if self._on_decoded is not None:
             self._call(self._on_decoded, decoded)
-        else:
+        elif self._on_frame is not None:
             self._call(self._on_frame, decoded.to_frame(StageTimes()))
         return True
 

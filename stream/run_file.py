@@ -1,7 +1,12 @@
-"""`fakeweb run`: annotate a video file frame by frame into an H.264 file and a JSON-lines result log."""
+"""`fakeweb run`: annotate a video file frame by frame into an H.264 file and a JSON-lines result log.
+
+The file's frames go through the pipeline one by one (no thread, no frame dropped) to the same fan-out of outputs
+as a live stream's (`stream.fanout`): the video file, the metrics, the results file and the run's summary.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -12,11 +17,12 @@ import numpy as np
 from tqdm import tqdm
 
 from models.classifier import Classifier
+from stream.fanout import Fanout, FrameMetrics
 from stream.file_source import FileSource
 from stream.frames import Frame
 from stream.metrics import FILE_LABEL, Metrics
 from stream.pipeline import ClassifyFn, FrameResult, PipelineConfig, StreamPipeline
-from stream.sinks import FaceRecord, JsonlResultSink, VideoFileSink
+from stream.sinks import JsonlResultSink, VideoFileSink
 from stream.timing import StageTimes
 
 
@@ -32,7 +38,7 @@ class RunSummary:
     seconds: float = 0.0
     frame_rate: float | None = None
 
-    def add(self, result: FrameResult) -> None:
+    def on_result(self, frame: Frame, result: FrameResult) -> None:
         self.frames += 1
         if result.faces:
             self.frames_with_faces += 1
@@ -55,21 +61,6 @@ class RunSummary:
             f"faces in {self.frames_with_faces} frames, {len(self.track_ids)} tracks; "
             f"face-frames by verdict: {verdicts}"
         )
-
-
-def result_records(result: FrameResult) -> list[FaceRecord]:
-    return [
-        FaceRecord(
-            stream=result.stream_id,
-            frame=result.index,
-            pts=result.pts_seconds,
-            track_id=face.track_id,
-            box=face.box.as_list(),
-            probability=None if face.probability is None else round(face.probability, 4),
-            verdict=face.verdict,
-        )
-        for face in result.faces
-    ]
 
 
 class _PacingSleep:
@@ -110,15 +101,6 @@ def _observed(classify: ClassifyFn, metrics: Metrics) -> ClassifyFn:
     return run
 
 
-def _observe(metrics: Metrics, result: FrameResult) -> None:
-    """A processed and encoded frame: stage times, end-to-end latency, faces by verdict."""
-    metrics.observe_stages(result.times)
-    metrics.observe_end_to_end(FILE_LABEL, time.monotonic() - result.capture_time)
-    metrics.count_frame(FILE_LABEL, "processed")
-    for face in result.faces:
-        metrics.count_faces(face.verdict)
-
-
 def annotate_file(
     input_path: Path,
     output_path: Path,
@@ -136,7 +118,10 @@ def annotate_file(
     summary = RunSummary(output_path)
     started = time.perf_counter()
     pacing = _PacingSleep()
-    with FileSource(input_path, stream_id=input_path.stem, realtime=realtime, sleep=pacing) as source:
+    with contextlib.ExitStack() as closing:
+        source = closing.enter_context(
+            FileSource(input_path, stream_id=input_path.stem, realtime=realtime, sleep=pacing)
+        )
         rate = source.video_info.rate
         summary.frame_rate = float(rate) if rate else None
         classify: ClassifyFn = classifier.predict
@@ -146,24 +131,21 @@ def annotate_file(
             metrics.set_model_loaded(True)
             metrics.set_stream_states({"live": 1})
         pipeline = StreamPipeline(source.stream_id, config, classify)
-        results = JsonlResultSink(results_path) if results_path else None
-        try:
-            with VideoFileSink(output_path, source.video_info) as video:
-                bar = tqdm(total=source.frame_count or None, unit="frame", disable=not progress, leave=False)
-                for frame, times in _decoded(source, pacing):
-                    result = pipeline.process(frame, times)
-                    with times.measure("encode"):
-                        video.write(frame.image, frame.pts, frame.time_base)
-                    if metrics is not None:
-                        _observe(metrics, result)
-                    if results is not None:
-                        results.write(result_records(result))
-                    summary.add(result)
-                    bar.update(1)
-                bar.close()
-        finally:
-            pipeline.close()
-            if results is not None:
-                results.close()
+        closing.callback(pipeline.close)
+        results = closing.enter_context(JsonlResultSink(results_path)) if results_path else None
+        video = closing.enter_context(VideoFileSink(output_path, source.video_info))
+        outputs = Fanout(source.stream_id, [video], reraise=True)  # a failed write ends the run
+        if metrics is not None:
+            outputs.add(
+                FrameMetrics(metrics, FILE_LABEL, delivered_on_result=True)
+            )  # after the video: written
+        if results is not None:
+            outputs.add(results)
+        outputs.add(summary)
+        bar = tqdm(total=source.frame_count or None, unit="frame", disable=not progress, leave=False)
+        for frame, times in _decoded(source, pacing):
+            outputs.on_result(frame, pipeline.process(frame, times))
+            bar.update(1)
+        bar.close()
     summary.seconds = time.perf_counter() - started
     return summary

@@ -1,17 +1,16 @@
-"""The live service: streams (browser webcams and RTSP cameras), their workers, viewers and shared services.
+"""The live service: streams (browser webcams and RTSP cameras), their peers and viewers, limits, the camera list
+and the services all streams share.
 
-The event loop does I/O only. Each stream has a worker thread running its pipeline; RTSP cameras have reader
-threads; classification of all streams goes through one `ClassifierBatcher`; annotated frames are encoded once per
-stream (`AnnotatedFeed`) and every viewer's `ViewerTrack` hands the same VP8 packets to its sender.
+The event loop does I/O only. Each stream's frames follow its `StreamRoute` (`stream.route`: source -> worker ->
+pipeline -> outputs); classification of all streams goes through one `ClassifierBatcher`; annotated frames are
+encoded once per stream and every viewer's `ViewerTrack` hands the same VP8 packets to its sender.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
-import time
 import uuid
 import weakref
 from collections import Counter
@@ -20,11 +19,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Literal
 
-import av
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription, RTCTransportStats
-from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from aiortc.mediastreams import MediaStreamTrack
 
-from models.detector import DetectorConfig, range_for
 from models.errors import FakewebError
 from models.manifest import Manifest
 from stream.affinity import CpuSplit
@@ -34,14 +31,13 @@ from stream.config import ServiceConfig
 from stream.cpu_split import CpuSplitter, RoleLoad, start_pinning, stop_pinning
 from stream.encoder import EncoderSettings
 from stream.feed import AnnotatedFeed
-from stream.frames import Frame
 from stream.metrics import Metrics, StreamLabels
-from stream.overlay import OverlayConfig
-from stream.pipeline import FrameResult, PipelineConfig, StreamPipeline
+from stream.pipeline import PipelineConfig, StreamPipeline
 from stream.reload import ModelHolder
+from stream.route import StreamRoute
 from stream.rtsp import CameraState, RtspCamera, RtspConfig
 from stream.scoring import ScoringConfig
-from stream.timing import StageTimes
+from stream.verdicts import face_json
 from stream.viewer import ViewerTrack, offers_vp8, send_to
 from stream.worker import FairGate, StreamWorker
 
@@ -63,46 +59,31 @@ class BadOffer(FakewebError):
 
 
 @dataclass
-class WebRtcFrame:
-    """A received WebRTC frame, converted to RGB on the stream's worker thread rather than on the event loop."""
-
-    stream_id: str
-    index: int
-    video_frame: av.VideoFrame
-    capture_time: float
-    max_width: int
-    max_height: int
-
-    def to_frame(self, times: StageTimes) -> Frame:
-        with times.measure("decode"):
-            source = self.video_frame
-            scale = min(1.0, self.max_width / source.width, self.max_height / source.height)
-            if scale < 1.0:
-                width = int(source.width * scale) // 2 * 2
-                height = int(source.height * scale) // 2 * 2
-                image = source.to_ndarray(format="rgb24", width=width, height=height)
-            else:
-                image = source.to_ndarray(format="rgb24")
-        return Frame(self.stream_id, self.index, image, self.capture_time)
-
-
-@dataclass
 class LiveStream:
-    """One stream and everything attached to it."""
+    """One stream: its route and everything the service attaches to it."""
 
     stream_id: str
     kind: StreamKind
     name: str
     label: str
-    worker: StreamWorker
-    feed: AnnotatedFeed
+    route: StreamRoute
     camera: Camera | None = None
-    reader: RtspCamera | None = None
     peers: set[RTCPeerConnection] = field(default_factory=set)
     """Peer connections receiving this stream's annotated video (its own browser's, and viewers')."""
-    channels: set[Any] = field(default_factory=set)
     reported: Counter[str] = field(default_factory=Counter)
     """Counts already copied into the metrics (drops, reconnects, decode errors)."""
+
+    @property
+    def worker(self) -> StreamWorker:
+        return self.route.worker
+
+    @property
+    def feed(self) -> AnnotatedFeed:
+        return self.route.feed
+
+    @property
+    def reader(self) -> RtspCamera | None:
+        return self.route.reader
 
     @property
     def status(self) -> str:
@@ -208,15 +189,6 @@ def _pin_by_role(mode: str, on_change: Callable[[bool], None]) -> CpuSplitter | 
     return start_pinning(mode, cpus, report)
 
 
-def face_json(face: Any) -> dict[str, Any]:
-    return {
-        "track_id": face.track_id,
-        "box": face.box.as_list(),
-        "probability": None if face.probability is None else round(face.probability, 3),
-        "verdict": face.verdict,
-    }
-
-
 class LiveService:
     """Owns streams, peers and the shared batcher; created once by the app and closed on shutdown."""
 
@@ -292,18 +264,8 @@ class LiveService:
     # -- streams -----------------------------------------------------------------------------------------------
     def _pipeline_config(self, kind: StreamKind = "camera") -> PipelineConfig:
         """A new stream's settings; the detector range follows its kind when `detector_range` is `auto`."""
-        manifest = self.holder.current.package.manifest
-        config = self.config
-        return PipelineConfig(
-            crop=manifest.crop,
-            detector=DetectorConfig(
-                range=range_for(config.detector_range, kind), min_confidence=config.min_confidence
-            ),
-            detect_every=config.detect_every,
-            mesh_every=config.mesh_every,
-            scoring=self._scoring_config(),
-            overlay=OverlayConfig(mesh_for=config.mesh_for),  # type: ignore[arg-type]
-        )
+        crop = self.holder.current.package.manifest.crop
+        return PipelineConfig.from_settings(self.config, crop, self._scoring_config(), kind)
 
     def _scoring_config(self) -> ScoringConfig:
         """The scoring settings for the model in use: its manifest's threshold and the service's settings.
@@ -326,57 +288,20 @@ class LiveService:
     def _create_stream(
         self, stream_id: str, kind: StreamKind, name: str, camera: Camera | None, limit: bool = True
     ) -> LiveStream:
-        """Create and start a stream's worker; `limit` False for cameras of the saved list and reserved slots."""
+        """Create and start a stream's route; `limit` False for cameras of the saved list and reserved slots."""
         assert self._loop is not None, "service not started"
         if limit:
             self._check_stream_limit()
         label = self.labels.label_for(stream_id, kind)
-        feed = AnnotatedFeed(
-            self._loop,
-            stream_id,
-            EncoderSettings(bitrate=self.config.video_bitrate_kbps * 1000),
-            on_ready=lambda seconds: self.metrics.observe_end_to_end(label, seconds),
-            on_encode=self.metrics.observe_encode,
-        )
         pipeline = StreamPipeline(
             stream_id, self._pipeline_config(kind), self.batcher.classify, scoring=self._scoring_config
         )
-        holder: dict[str, LiveStream] = {}
-        worker = StreamWorker(
-            pipeline, lambda frame, result: self._on_output(holder["stream"], frame, result), self.gate
-        )
-        stream = LiveStream(stream_id, kind, name, label, worker, feed, camera)
-        holder["stream"] = stream
+        encoder = EncoderSettings(bitrate=self.config.video_bitrate_kbps * 1000)
+        route = StreamRoute(pipeline, label, self._loop, self.metrics, encoder, self.gate)
+        stream = LiveStream(stream_id, kind, name, label, route, camera)
         self.streams[stream_id] = stream
-        feed.start()
-        worker.start()
+        route.start()
         return stream
-
-    def _on_output(self, stream: LiveStream, frame: Frame, result: FrameResult) -> None:
-        """Worker thread: publish the annotated frame and the faces; record metrics."""
-        stream.feed.publish(frame.image, frame.capture_time)
-        self.metrics.observe_stages(result.times)
-        self.metrics.count_frame(stream.label, "processed")
-        for verdict, count in Counter(face.verdict for face in result.faces).items():
-            self.metrics.count_faces(verdict, count)
-        if not stream.down:  # a frame taken before its camera went down: its faces are gone already
-            self._publish_faces(stream, result.index, [face_json(f) for f in result.faces])
-
-    def _publish_faces(self, stream: LiveStream, frame: int | None, faces: list[dict[str, Any]]) -> None:
-        """Any thread: send the faces of a frame (None: no frame) to the stream's data channels."""
-        if not stream.channels or self._loop is None:
-            return
-        message = json.dumps({"stream": stream.stream_id, "frame": frame, "faces": faces})
-        try:
-            self._loop.call_soon_threadsafe(self._send_faces, stream, message)
-        except RuntimeError:  # the loop closed at shutdown
-            pass
-
-    @staticmethod
-    def _send_faces(stream: LiveStream, message: str) -> None:
-        for channel in list(stream.channels):
-            if channel.readyState == "open" and channel.bufferedAmount < 256 * 1024:
-                channel.send(message)
 
     async def _remove_stream(self, stream_id: str) -> None:
         """Forget the stream at once and stop it; `close` awaits removals still running when it is called."""
@@ -389,11 +314,8 @@ class LiveService:
         await asyncio.shield(removal)
 
     async def _stop_stream(self, stream: LiveStream) -> None:
-        """Stop the reader and the worker, end the video of every peer watching, close their connections."""
-        if stream.reader is not None:
-            await asyncio.to_thread(stream.reader.stop)
-        await asyncio.to_thread(stream.worker.stop)
-        await stream.feed.close()
+        """Stop the route (source, worker, the video of every peer watching), close the peers' connections."""
+        await stream.route.stop()
         await asyncio.gather(*(self._close_peer(peer) for peer in list(stream.peers)), return_exceptions=True)
         released = self.labels.release(stream.stream_id)
         if released is not None:
@@ -404,28 +326,21 @@ class LiveService:
         """Start a camera's stream; a `configured` camera (saved, or its slot reserved) skips the limit."""
         stream = self._create_stream(camera.camera_id, "camera", camera.name, camera, limit=not configured)
         config = self.config
-        reader_config = RtspConfig(
-            stall_timeout=config.rtsp_stall_seconds,
-            backoff_schedule=config.rtsp_backoff_seconds,
-            max_width=config.max_width,
-            max_height=config.max_height,
-        )
-        stream.reader = RtspCamera(
-            camera.camera_id,
+        stream.route.read_camera(
             camera.url,
-            on_frame=stream.worker.submit,
-            on_state=lambda state: self._on_camera_state(stream, state),
-            config=reader_config,
-            on_placeholder=lambda frame: stream.feed.publish(frame.image, frame.capture_time),
-            on_decoded=stream.worker.submit,  # converted on the worker: dropped frames cost their decode only
+            RtspConfig(
+                stall_timeout=config.rtsp_stall_seconds,
+                backoff_schedule=config.rtsp_backoff_seconds,
+                max_width=config.max_width,
+                max_height=config.max_height,
+            ),
         )
-        stream.reader.start()
         return stream
 
-    def _on_camera_state(self, stream: LiveStream, state: CameraState) -> None:
-        """Camera thread: a camera that stops being live shows no faces any more, also to its viewers."""
-        if state is not CameraState.LIVE:
-            self._publish_faces(stream, None, [])
+    def add_fed_stream(self, stream_id: str, name: str) -> LiveStream:
+        """A stream processed as a camera's, whose frames the caller offers (`stream.route.offer`): the live
+        benchmark's feeders. It counts against `max_streams` and is removed like any other."""
+        return self._create_stream(stream_id, "camera", name, None)
 
     async def add_camera(self, name: str, url: str) -> dict[str, Any]:
         """Save a new camera (rtsp:// or rtsps://, a name no other camera has), then start it. Its stream slot
@@ -586,7 +501,7 @@ class LiveService:
         @peer.on("track")
         def on_track(track: MediaStreamTrack) -> None:
             if track.kind == "video":
-                self._spawn(self._receive(stream, track))
+                self._spawn(stream.route.receive(track, self.config.max_width, self.config.max_height))
 
         @peer.on("connectionstatechange")
         async def on_state() -> None:
@@ -626,37 +541,9 @@ class LiveService:
 
     def _attach(self, peer: RTCPeerConnection, stream: LiveStream) -> None:
         """Send `stream`'s annotated video to `peer`, and its face verdicts on the data channels it opens."""
-
-        @peer.on("datachannel")
-        def on_channel(channel: Any) -> None:
-            stream.channels.add(channel)
-            channel.on("close", lambda: stream.channels.discard(channel))
-
+        peer.on("datachannel", stream.route.verdicts.attach)
         stream.peers.add(peer)
         send_to(peer, ViewerTrack(stream.feed))
-
-    async def _receive(self, stream: LiveStream, track: MediaStreamTrack) -> None:
-        """Drain the browser's track as fast as frames arrive (aiortc's queues are unbounded)."""
-        index = 0
-        config = self.config
-        while True:
-            try:
-                video_frame = await track.recv()
-            except MediaStreamError:
-                return
-            if not isinstance(video_frame, av.VideoFrame):
-                continue
-            stream.worker.submit(
-                WebRtcFrame(
-                    stream.stream_id,
-                    index,
-                    video_frame,
-                    time.monotonic(),
-                    config.max_width,
-                    config.max_height,
-                )
-            )
-            index += 1
 
     def _spawn(self, coroutine: Any) -> None:
         task = asyncio.ensure_future(coroutine)

@@ -1,5 +1,6 @@
 """The settings reference, generated from `ServiceConfig`: docs/settings.md and the settings in
-`fakeweb serve --help`. Each field's `help` is the one place a setting's meaning is written.
+`fakeweb serve --help`. Each field's `help` is the one place a setting's meaning is written (the flags' help is
+made from it too, `stream.cli.settings_flags`).
 
 `python -m stream.settings_doc --write` refreshes docs/settings.md; without `--write` it prints the page.
 """
@@ -11,7 +12,7 @@ import itertools
 import sys
 import textwrap
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import Field, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -85,16 +86,25 @@ def _runs(items: tuple[Any, ...]) -> list[str]:
     return [format_value(item) + (f" ({count} times)" if count > 1 else "") for item, count in runs]
 
 
+def shown_default(item: Field[Any]) -> str:
+    """The default of the ServiceConfig field `item` as the reference shows it (Markdown)."""
+    return str(item.metadata["shown"] or f"`{format_value(item.default)}`")
+
+
 def setting_docs(flags: Mapping[str, str]) -> list[SettingDoc]:
     """Every ServiceConfig field, in declaration order; `flags` maps a setting to its `fakeweb serve` flag."""
     docs = []
     for item in fields(ServiceConfig):
         choices = item.metadata["choices"]
-        shown = item.metadata["shown"] or f"`{format_value(item.default)}`"
         kind = ", ".join(f"`{choice}`" for choice in choices) if choices else TYPE_NAMES[str(item.type)]
         docs.append(
             SettingDoc(
-                item.name, env_name(item.name), flags.get(item.name), kind, shown, item.metadata["help"]
+                item.name,
+                env_name(item.name),
+                flags.get(item.name),
+                kind,
+                shown_default(item),
+                item.metadata["help"],
             )
         )
     return docs

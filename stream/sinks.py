@@ -1,4 +1,5 @@
-"""Outputs of a run: the annotated video as H.264 MP4, and per-face results as JSON lines."""
+"""Outputs of a file run: the annotated video as H.264 MP4, and per-face results as JSON lines; each is a
+`ResultSink` (`stream.fanout`)."""
 
 from __future__ import annotations
 
@@ -9,13 +10,17 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, fields
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import av
 import numpy as np
 from av.video.stream import VideoStream
 
 from stream.file_source import VideoInfo
+
+if TYPE_CHECKING:
+    from stream.frames import Frame
+    from stream.pipeline import FrameResult
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +87,11 @@ class VideoFileSink:
         self._container.mux(stream.encode(frame))
         self.frames_written += 1
 
+    def on_result(self, frame: Frame, result: FrameResult) -> None:
+        """Encode the processed frame at its pts, timed as its `encode` stage."""
+        with result.times.measure("encode"):
+            self.write(frame.image, frame.pts, frame.time_base)
+
     def close(self) -> None:
         """Flush the encoder and finish the file; safe to call twice."""
         if self._closed:
@@ -146,6 +156,22 @@ class FaceRecord:
         return cls(**values)
 
 
+def result_records(result: FrameResult) -> list[FaceRecord]:
+    """The faces of one processed frame as results-file records."""
+    return [
+        FaceRecord(
+            stream=result.stream_id,
+            frame=result.index,
+            pts=result.pts_seconds,
+            track_id=face.track_id,
+            box=face.box.as_list(),
+            probability=None if face.probability is None else round(face.probability, 4),
+            verdict=face.verdict,
+        )
+        for face in result.faces
+    ]
+
+
 class JsonlResultSink:
     """Writes `FaceRecord`s as JSON lines, flushed per frame: a crash loses at most the frame in progress."""
 
@@ -161,6 +187,9 @@ class JsonlResultSink:
             self._file.write("".join(lines))
             self._file.flush()
             self.records_written += len(lines)
+
+    def on_result(self, frame: Frame, result: FrameResult) -> None:
+        self.write(result_records(result))
 
     def close(self) -> None:
         """Close the file; safe to call twice."""

@@ -19,24 +19,17 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
 
 from stream.affinity import runs_as
-from stream.frames import Frame
+from stream.frames import DecodedFrame, Frame
 from stream.latest import LatestSlot, SlotClosed
 from stream.pipeline import FaceResult, FrameResult, StreamPipeline
 from stream.timing import StageTimes
 
 logger = logging.getLogger(__name__)
 
-
-class PendingFrame(Protocol):
-    """An input not yet converted to a `Frame` (e.g. a WebRTC frame, converted on the worker, not the loop)."""
-
-    def to_frame(self, times: StageTimes) -> Frame: ...
-
-
-FrameInput = Frame | PendingFrame
+FrameInput = Frame | DecodedFrame
+"""A frame ready for the pipeline, or a decoded picture that the worker converts when it takes it."""
 OutputFn = Callable[[Frame, FrameResult], None]
 
 
@@ -160,7 +153,7 @@ class StreamWorker:
     def _process(self, item: FrameInput) -> None:
         times = StageTimes()
         try:
-            frame = item if isinstance(item, Frame) else item.to_frame(times)
+            frame = item.to_frame(times) if isinstance(item, DecodedFrame) else item
             result = self.pipeline.process(frame, times)
             self._on_output(frame, result)
         except Exception:  # one bad frame must not stop the stream

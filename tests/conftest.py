@@ -1,5 +1,5 @@
-"""Shared fixtures: the optional ../shared/data folder, synthetic face clips and a tiny model package, each
-built once per session."""
+"""Shared fixtures: the optional ../shared/data folder, synthetic face clips, a tiny CIPLAB layout and a tiny
+model package, each built once per session."""
 
 from __future__ import annotations
 
@@ -8,9 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from clips import ClipTruth, moving_face_clip, two_faces_clip
+from face_photos import write_ciplab
+from tiny_model import export_tiny_package
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-TINY_SIZE = 32
 
 
 @pytest.fixture(scope="session")
@@ -34,25 +35,15 @@ def two_faces_video(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Cli
 
 
 @pytest.fixture(scope="session")
+def ciplab_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny CIPLAB layout: 6 real face photos and 6 fakes, two per difficulty (`face_photos.write_ciplab`)."""
+    return write_ciplab(tmp_path_factory.mktemp("ciplab"))
+
+
+@pytest.fixture(scope="session")
 def tiny_package(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A real model package exported by `training.export`: 32x32 crops, a few hundred weights, threshold 0.5.
-
-    Rescaling -> conv -> global pooling -> sigmoid, architecture "tiny-conv": fast to export, load and run.
-    """
-    import tensorflow as tf
-
-    from models.preprocess import CropSpec
-    from training.export import export_package
-
-    tf.keras.utils.set_random_seed(0)
-    inputs = tf.keras.Input((TINY_SIZE, TINY_SIZE, 3), name="crops")
-    features = tf.keras.layers.Rescaling(1.0 / 255.0)(inputs)
-    features = tf.keras.layers.Conv2D(4, 3, strides=2, activation="relu")(features)
-    pooled = tf.keras.layers.GlobalAveragePooling2D()(features)
-    model = tf.keras.Model(inputs, tf.keras.layers.Dense(1, activation="sigmoid")(pooled))
-    check = np.random.default_rng(0).uniform(0, 255, (2, TINY_SIZE, TINY_SIZE, 3)).astype(np.float32)
-    out = tmp_path_factory.mktemp("tiny_package") / "tiny"
-    return export_package(model, out, CropSpec(size=TINY_SIZE), 0.5, "tiny-conv", {}, {}, check).path
+    """A real model package exported by `training.export`: 32x32 crops, threshold 0.5 (`tiny_model`)."""
+    return export_tiny_package(tmp_path_factory.mktemp("tiny_package") / "tiny")
 
 
 @pytest.fixture(scope="session")

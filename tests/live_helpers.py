@@ -6,6 +6,7 @@ Take the camera fixtures into a test module that has a `server` fixture by assig
     import live_helpers
     rtsp_pair = live_helpers.rtsp_pair  # fixtures
     cameras = live_helpers.cameras
+    fake_camera = live_helpers.fake_camera
 """
 
 from __future__ import annotations
@@ -23,26 +24,17 @@ import av
 import pytest
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from browser import camera_image, chromium_missing, write_y4m
 from clips import ClipTruth, moving_face_clip
+from polling import wait_for
 from prometheus_client.parser import text_string_to_metric_families
 from rtsp_server import RtspTestServer, gst_rtsp_missing
 from server_process import ServerProcess
+from skimage.data import astronaut
 
 from stream.cameras import Camera, CameraList
 
 T = TypeVar("T")
-
-
-def wait_for(probe: Callable[[], T], timeout: float, what: str, period: float = 0.2) -> T:
-    """Call `probe` until it returns something truthy and return that; AssertionError after `timeout` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not {what} after {timeout} s (last: {value!r})")
-        time.sleep(period)
 
 
 def samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
@@ -83,6 +75,13 @@ def save_file_camera(data_dir: Path, name: str, video: Path) -> str:
     return camera_id
 
 
+def served_version(server: ServerProcess) -> str:
+    """The model version a ready server uses (/readyz)."""
+    status, body = server.request("GET", "/readyz")
+    assert status == 200 and body["ready"], body
+    return str(body["model"]["version"])
+
+
 def processed(server: ServerProcess, stream_id: str) -> int:
     return int(stream(server, stream_id)["frames_processed"])
 
@@ -105,6 +104,14 @@ def rtsp_camera(moving_face_video: tuple[Path, ClipTruth]) -> Iterator[RtspTestS
     """One RTSP server looping the one-face clip at rtsp://127.0.0.1:PORT/cam."""
     with rtsp_server(moving_face_video[0]) as running:
         yield running
+
+
+@pytest.fixture(scope="module")
+def fake_camera(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Chromium's fake webcam: the astronaut photo as a Y4M file; skips the test when Chromium is missing."""
+    if chromium_missing():
+        pytest.skip(str(chromium_missing()))
+    return write_y4m(tmp_path_factory.mktemp("camera") / "face.y4m", camera_image(astronaut()))
 
 
 @pytest.fixture(scope="module")

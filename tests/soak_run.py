@@ -34,7 +34,7 @@ from live_helpers import Client, add_camera, samples, stream, wait_for  # noqa: 
 from rtsp_server import RtspTestServer, gst_rtsp_missing  # noqa: E402
 from server_process import ServerProcess  # noqa: E402
 
-from stream.procfs import cpu_busy_seconds, stat_cpu_seconds  # noqa: E402
+from stream.procfs import PROCFS, stat_cpu_seconds  # noqa: E402
 
 LATENCY = "fakeweb_end_to_end_latency_seconds"
 
@@ -87,7 +87,7 @@ class CpuMeter:
             "server": process_cpu_seconds(self.server_pid),
             "soak": times.user + times.system,
             "rtsp": self._rtsp_seconds(),
-            "machine": sum(cpu_busy_seconds().values()),
+            "machine": sum(PROCFS.cpu_busy_seconds().values()),
         }
 
     def percent(self, seconds: float) -> dict[str, float]:

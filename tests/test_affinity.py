@@ -12,10 +12,11 @@ from pathlib import Path
 import aiohttp
 import pytest
 from clips import ClipTruth
+from fake_proc import FakeProc
 from live_helpers import json_request, save_file_camera, until
 from rtsp_server import free_port
 
-from stream.affinity import CpuSplit, Role, pin_threads, role, runs_as
+from stream.affinity import CpuSplit, Role, pin_threads, role, role_threads, runs_as
 from stream.config import load_config
 from stream.serve import serving
 
@@ -76,6 +77,22 @@ def test_without_a_split_roles_change_nothing() -> None:
     assert cpus_of_a_thread_running_as("model") == ALL_CPUS
     with role("codec"):
         assert frozenset(os.sched_getaffinity(0)) == ALL_CPUS
+
+
+def test_role_threads_are_read_from_the_given_proc(tmp_path: Path) -> None:
+    proc = FakeProc(tmp_path)
+    for tid, name in enumerate(["m:worker-cam", "c:encoder-cam", "av:h264:df0", "python"], start=11):
+        proc.thread(tid, name)
+    proc.task(15).mkdir()  # a thread that ended while being read: no comm file
+    assert sorted(role_threads(proc.procfs)) == [(11, "model"), (12, "codec"), (13, "codec")]
+
+
+def test_a_role_names_the_thread_in_the_given_proc_and_gives_the_name_back(tmp_path: Path) -> None:
+    proc, tid = FakeProc(tmp_path), threading.get_native_id()
+    proc.thread(tid, "pytest")
+    with role("codec", proc.procfs):
+        assert proc.procfs.thread_name(tid) == f"c:{threading.current_thread().name}"[:15]
+    assert proc.procfs.thread_name(tid) == "pytest"
 
 
 @needs_two_cpus

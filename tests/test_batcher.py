@@ -12,12 +12,13 @@ import statistics
 import threading
 import time
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-import tensorflow as tf
+from polling import wait_for
 
 from models.classifier import Classifier, TFLiteClassifier
 from models.devices import Device
@@ -26,7 +27,6 @@ from models.package import ModelPackage
 from models.preprocess import CropSpec
 from stream.batcher import BatcherStoppedError, ClassificationError, ClassifierBatcher
 from stream.reload import ModelHolder
-from training.export import export_package
 
 SIZE = 16
 
@@ -79,12 +79,7 @@ def crops_of(value: int, count: int = 1, size: int = SIZE) -> np.ndarray:
     return np.full((count, size, size, 3), value, dtype=np.uint8)
 
 
-def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.002)
+wait_until = partial(wait_for, timeout=5.0, what="the batcher in the awaited state", period=0.002)
 
 
 class Caller(threading.Thread):
@@ -349,23 +344,10 @@ def test_concurrent_swaps_never_mix_two_models_in_a_batch(
     assert any(len(set(call)) > 1 for call in model_a.calls + model_b.calls)
 
 
-@pytest.fixture(scope="session")
-def tiny_package(tmp_path_factory: pytest.TempPathFactory) -> ModelPackage:
-    """A real 32x32 package (conv -> pooling -> sigmoid) exported by training.export."""
-    tf.keras.utils.set_random_seed(1)
-    inputs = tf.keras.Input((32, 32, 3), name="crops")
-    features = tf.keras.layers.Conv2D(4, 3, activation="relu")(tf.keras.layers.Rescaling(1 / 255)(inputs))
-    pooled = tf.keras.layers.GlobalAveragePooling2D()(features)
-    model = tf.keras.Model(inputs, tf.keras.layers.Dense(1, activation="sigmoid")(pooled))
-    check = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype(np.float32)
-    out = tmp_path_factory.mktemp("batcher") / "tiny"
-    return export_package(model, out, CropSpec(size=32), 0.5, "tiny-conv", {}, {}, check)
-
-
 def test_batches_on_a_real_tflite_classifier(
-    make_batcher: Callable[..., ClassifierBatcher], tiny_package: ModelPackage
+    make_batcher: Callable[..., ClassifierBatcher], tiny_package: Path
 ) -> None:
-    classifier = TFLiteClassifier(tiny_package)
+    classifier = TFLiteClassifier(ModelPackage.load(tiny_package))
     batcher = make_batcher(classifier, max_batch=8, max_wait=0.01)
     rng = np.random.default_rng(2)
     requests = [rng.integers(0, 256, (1 + i % 3, 32, 32, 3), dtype=np.uint8) for i in range(24)]

@@ -1,4 +1,4 @@
-"""`fakeweb run` end to end on a synthetic clip, and bad input: one line, exit 2, no traceback.
+"""`fakeweb run` end to end on a synthetic clip, and bad input to every command: one line, exit 2, no traceback.
 
 Commands run in-process through `stream.cli.main` (an unexpected exception would fail the test with its
 traceback); two run in a subprocess to check the real exit code and stderr.
@@ -308,7 +308,8 @@ def test_bad_arguments_are_usage_errors(
 def test_verdict_settings_reach_the_scoring_and_are_checked_before_the_model_loads(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from stream.cli import build_parser, scoring_config
+    from stream.cli import build_parser
+    from stream.cli.pipeline_options import scoring_config
 
     flags = ["--min-samples", "5", "--manipulated-after", "4", "--ema-alpha", "0.25"]
     args = build_parser().parse_args(["run", "clip.mp4", "-o", "out.mp4", *flags, "--suspect-band", "0.5"])
@@ -318,6 +319,31 @@ def test_verdict_settings_reach_the_scoring_and_are_checked_before_the_model_loa
     bands = ["--suspect-band", "0.9", "--hysteresis-band", "0.1"]
     code = main(["run", "missing.mp4", "-o", str(tmp_path / "out.mp4"), *bands])
     assert_one_line_error(code, capsys.readouterr().err, "suspect_band + hysteresis_band must be < 1")
+
+
+@pytest.mark.parametrize(
+    ("argv", "reason"),
+    [
+        (["eval", "absent", "--format", "ciplab"], "data folder not found: absent"),
+        (["eval", "merge", "absent.jsonl"], "absent.jsonl: cannot read"),
+        (["train", "--data", "absent", "--out", "out", "--epochs", "0"], "--epochs, --batch-size and"),
+    ],
+    ids=["eval", "eval merge", "train"],
+)
+def test_training_commands_fail_as_every_command(
+    argv: list[str], reason: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`fakeweb train` and `fakeweb eval` report an expected failure as `run` does: one line, exit 2."""
+    code = main(argv)
+    assert_one_line_error(code, capsys.readouterr().err, reason)
+
+
+@pytest.mark.parametrize("command", ["train", "eval", "eval merge"])
+def test_training_commands_usage_errors(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(command.split())
+    assert exited.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1].startswith(f"fakeweb {command}: error: ")
 
 
 @pytest.mark.parametrize(

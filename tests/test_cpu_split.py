@@ -7,12 +7,17 @@ import hashlib
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+from fake_proc import FakeProc
+from polling import wait_for
 
+from stream import cpu_split
 from stream.affinity import ROLES, CpuSplit, Role, pin_threads, repin, role, role_of, role_threads, runs_as
 from stream.cpu_split import PIN_AGAIN_AFTER, CpuSplitter, RoleClock, RoleLoad, should_pin
 
@@ -131,6 +136,27 @@ def test_the_clock_reads_each_roles_cpu_and_keeps_ended_threads() -> None:
     )
 
 
+def test_the_clock_reads_the_given_proc(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Over 2 s: the model thread ran 1 s and waited 0.4 s; the codec thread that ended keeps its time counted
+    and a new one ran 0.5 s; CPU 0 (model) was busy 1.5 s, CPU 1 (codec) 1 s."""
+    now = iter([0.0, 2.0])
+    monkeypatch.setattr(cpu_split, "time", SimpleNamespace(monotonic=lambda: next(now)))
+    proc = FakeProc(tmp_path)
+    proc.thread(1, "m:worker-a", ran=1.0, waited=0.5)
+    proc.thread(2, "c:encoder-a", ran=2.0)
+    proc.thread(3, "python", ran=9.0)
+    proc.cpus({0: 10.0, 1: 20.0})
+    clock = RoleClock(TWO, proc.procfs)
+    proc.thread(1, "m:worker-a", ran=2.0, waited=0.9)
+    proc.end(2)
+    proc.thread(4, "c:rtsp-read-b", ran=0.5)
+    proc.cpus({0: 11.5, 1: 21.0})
+    load = clock.load()
+    assert load.busy == pytest.approx({"model": 0.5, "codec": 0.25})
+    assert load.waiting == pytest.approx({"model": 0.2, "codec": 0.0})
+    assert load.cpus_busy == pytest.approx({"model": 0.75, "codec": 0.5})
+
+
 def role_cpus(name: str) -> frozenset[int]:
     """The CPUs the thread called `name` may run on."""
     (thread,) = [thread for thread in threading.enumerate() if thread.name == name]
@@ -142,11 +168,7 @@ def pinned_to(thread_name: str, cpus: frozenset[int]) -> bool:
     return role_cpus(thread_name) == cpus
 
 
-def until(condition: Callable[[], bool], seconds: float, what: str) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
+until = partial(wait_for, period=0.05)
 
 
 @dataclass

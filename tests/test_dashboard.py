@@ -9,7 +9,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ from typing import Any
 import pytest
 import yaml
 from clips import moving_face_clip
+from rtsp_server import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 PROMETHEUS_DIR = ROOT / "dashboard" / "prometheus"
@@ -66,12 +66,6 @@ def dashboard_queries() -> dict[str, str]:
 
 def alert_rules() -> list[dict[str, Any]]:
     return [rule for group in load_yaml(PROMETHEUS_DIR / "alerts.yml")["groups"] for rule in group["rules"]]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 # -- promtool ------------------------------------------------------------------------------------------------

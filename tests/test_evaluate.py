@@ -6,59 +6,18 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
-from skimage import data as skdata
+from face_photos import altered, face_photo, write_rgb
 
 from stream import cli
-from training import data, evaluate
+from training import evaluate
 from training.metrics import summarize
 
-CIPLAB_FAKES = [
-    "easy_1_1000.jpg",
-    "easy_2_0110.jpg",
-    "mid_3_0101.jpg",
-    "mid_4_1111.jpg",
-    "hard_5_0011.jpg",
-    "hard_6_1001.jpg",
-]
 NUM_SHARDS = 3
 SUMMARY_KEYS = set(summarize(np.array([0, 1]), np.array([0.2, 0.8]), 0.5))
 REPORT_KEYS = {"model", "data", "detector", "threshold", "threshold_source", "samples", "no_face"}
 REPORT_KEYS |= {"frames", "videos", "per_tag"}
-
-
-def face_photo(index: int) -> np.ndarray:
-    """A 160x160 RGB face photo cut from skimage's astronaut, shifted a little per index."""
-    image = skdata.astronaut()
-    top, left = 20 + 3 * index, 110 + 2 * (index % 3)
-    return cv2.resize(image[top : top + 240, left : left + 240], (160, 160), interpolation=cv2.INTER_AREA)
-
-
-def altered(photo: np.ndarray, strength: float) -> np.ndarray:
-    """The photo with its lower face blurred and partly inverted: a crude, visible manipulation."""
-    fake = photo.copy()
-    region = fake[90:130, 50:110].astype(np.float32)
-    mixed = (1.0 - strength) * cv2.GaussianBlur(region, (9, 9), 0) + strength * (255.0 - region)
-    fake[90:130, 50:110] = mixed.astype(np.uint8)
-    return fake
-
-
-def write_rgb(path: Path, image: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    assert cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
-
-
-@pytest.fixture(scope="module")
-def ciplab_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("ciplab")
-    for index in range(6):
-        write_rgb(root / "real" / f"real_{index:05d}.jpg", face_photo(index))
-    strengths = {"easy": 0.9, "mid": 0.5, "hard": 0.2}
-    for index, name in enumerate(CIPLAB_FAKES):
-        write_rgb(root / "fake" / name, altered(face_photo(index), strengths[name.split("_")[0]]))
-    return root
 
 
 def score_args(root: Path, model: Path, *extra: str) -> list[str]:
@@ -208,7 +167,6 @@ def test_expected_errors_are_one_line(
     ciplab_root: Path,
     tiny_package: Path,
     tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     assert evaluate.main(score_args(tmp_path / "absent", tiny_package)) == 1
@@ -216,9 +174,9 @@ def test_expected_errors_are_one_line(
     (tmp_path / "broken").mkdir()
     assert evaluate.main(score_args(ciplab_root, tmp_path / "broken")) == 1
     assert capsys.readouterr().err == f"error: {tmp_path / 'broken'}: no manifest.json\n"
-    monkeypatch.delattr(data, "read_ffpp", raising=False)
     assert evaluate.main([str(ciplab_root), "--format", "ffpp", "--model", str(tiny_package)]) == 1
-    assert "--format ffpp needs training.data.read_ffpp" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {ciplab_root}: no videos in original_sequences") and err.count("\n") == 1
 
 
 def test_video_level_metrics_on_folders_of_frames(

@@ -28,7 +28,7 @@ from fault_helpers import (
     resolution_change_clip,
     server_rss_mb,
 )
-from live_helpers import Client, add_camera, metric, save_file_camera, stream, wait_for
+from live_helpers import Client, add_camera, metric, processed, save_file_camera, stream, wait_for
 from rtsp_server import RtspTestServer, gst_rtsp_missing
 from server_process import ServerProcess
 
@@ -107,10 +107,6 @@ def cameras(server: ServerProcess, rtsp_servers: dict[str, RtspTestServer]) -> d
     ids.update({item["name"]: item["id"] for item in listing["streams"] if item["name"] in FILE_INPUTS})
     ids["rss_at_start"] = str(server_rss_mb(server))
     return ids
-
-
-def processed(server: ServerProcess, camera_id: str) -> int:
-    return int(stream(server, camera_id)["frames_processed"])
 
 
 def watch(server: ServerProcess, camera_id: str, frames: int, timeout: float = 30) -> Client:

@@ -16,7 +16,7 @@ import pytest
 import s3_server
 from clips import ClipTruth
 from fault_helpers import TcpProxy, log_lines
-from live_helpers import metric, save_file_camera, stream, wait_for
+from live_helpers import metric, save_file_camera, served_version, stream, wait_for
 from package_copies import clone
 from s3_server import new_bucket
 from server_process import ServerProcess
@@ -28,12 +28,6 @@ from models.store import ModelStore, open_store
 POLL_SECONDS = 0.5
 s3_endpoint = s3_server.s3_endpoint  # fixtures
 aws_env = s3_server.aws_env
-
-
-def served_version(server: ServerProcess) -> str:
-    status, body = server.request("GET", "/readyz")
-    assert status == 200 and body["ready"], body
-    return str(body["model"]["version"])
 
 
 def rejected(server: ServerProcess) -> float:

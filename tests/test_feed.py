@@ -13,6 +13,7 @@ import pytest
 from aiortc.mediastreams import MediaStreamError
 
 from stream.feed import AnnotatedFeed, yuv420p_frame
+from stream.frames import Frame
 from stream.viewer import ViewerTrack
 
 
@@ -37,7 +38,7 @@ async def _two_viewers(frames: int) -> Outcome:
     feed = AnnotatedFeed(asyncio.get_running_loop(), "cam", on_ready=ready.append, on_encode=encodes.append)
     feed.start()
     image = np.full((48, 64, 3), 120, np.uint8)
-    feed.publish(image, 0.0)  # nobody watches: not encoded
+    feed.publish(Frame("cam", 0, image, 0.0))  # nobody watches: not encoded
     first, second = ViewerTrack(feed), ViewerTrack(feed)
     received: dict[str, list[av.Packet]] = {"first": [], "second": []}
 
@@ -64,7 +65,7 @@ async def _two_viewers(frames: int) -> Outcome:
 def _publish(feed: AnnotatedFeed, image: np.ndarray, frames: int) -> None:
     """The worker thread's side: publish at about 100 fps, slow enough for both viewers to keep up."""
     for index in range(frames):
-        feed.publish(image, float(index))
+        feed.publish(Frame("cam", index, image, float(index)))
         threading.Event().wait(0.01)
 
 
@@ -89,7 +90,9 @@ async def _closing_ends_a_waiting_viewer() -> None:
     await feed.close()
     with pytest.raises(MediaStreamError):
         await asyncio.wait_for(waiting, 5)
-    feed.publish(np.zeros((48, 64, 3), np.uint8), 0.0)  # a late frame from the worker is ignored
+    feed.publish(
+        Frame("cam", 0, np.zeros((48, 64, 3), np.uint8), 0.0)
+    )  # a late frame from the worker is ignored
 
 
 def test_closing_ends_a_waiting_viewer() -> None:

@@ -49,9 +49,14 @@ def decoded(path: Path) -> list[Frame]:
         return list(source.frames())
 
 
+def every_frame(**config: Any) -> PipelineConfig:
+    """A pipeline that runs the detector and FaceMesh on every frame unless `config` says otherwise."""
+    return PipelineConfig(**{"crop": SPEC, "detect_every": 1, "mesh_every": 1, **config})
+
+
 def run_pipeline(frames: list[Frame], classify: ClassifyFn | None = None, **config: Any) -> list[FrameResult]:
     """Every frame through a fresh pipeline (the frames' images are drawn on: pass copies you still need)."""
-    pipeline = StreamPipeline("test", PipelineConfig(crop=SPEC, **config), classify or RecordingClassifier())
+    pipeline = StreamPipeline("test", every_frame(**config), classify or RecordingClassifier())
     try:
         return [pipeline.process(frame) for frame in frames]
     finally:
@@ -225,9 +230,7 @@ def test_a_new_threshold_from_the_scoring_source_restarts_the_scores(
             serving["scoring"] = new
 
     classify = SequenceClassifier([0.6] * 20, on_call=swap_on_fourth_call)
-    pipeline = StreamPipeline(
-        "test", PipelineConfig(crop=SPEC, scoring=old), classify, scoring=lambda: serving["scoring"]
-    )
+    pipeline = StreamPipeline("test", every_frame(scoring=old), classify, scoring=lambda: serving["scoring"])
     try:
         results = [pipeline.process(frame) for frame in decoded(path)]
         assert pipeline.scoring == new

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 
 import cv2
@@ -18,6 +19,7 @@ import pytest
 import s3_server
 import tensorflow as tf
 from package_copies import clone
+from polling import wait_for
 from s3_server import free_port, new_bucket, start_moto
 
 from models.errors import ModelPackageError, ModelStoreError
@@ -93,12 +95,7 @@ def make_watcher(tmp_path: Path) -> Iterator[Callable[..., tuple[ModelWatcher, E
         watcher.stop(timeout=10)
 
 
-def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.01)
+wait_until = partial(wait_for, timeout=10.0, what="the awaited state", period=0.01)
 
 
 def face_batch() -> np.ndarray:

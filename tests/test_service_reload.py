@@ -12,31 +12,14 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import pytest
-import tensorflow as tf
-from live_helpers import metric, wait_for
+from live_helpers import metric, served_version, wait_for
 from server_process import ServerProcess
+from tiny_model import export_tiny_package
 
 from models.manifest import MANIFEST_NAME, TFLITE_NAME, hash_tree
 from models.package import ModelPackage
-from models.preprocess import CropSpec
 from models.store import ModelStore, open_store
-from training.export import export_package
-
-SIZE = 32
-
-
-def tiny_package(folder: Path, seed: int) -> Path:
-    """A real 32x32 package (conv -> pooling -> sigmoid) whose weights come from `seed`."""
-    tf.keras.utils.set_random_seed(seed)
-    inputs = tf.keras.Input((SIZE, SIZE, 3), name="crops")
-    features = tf.keras.layers.Conv2D(4, 3, activation="relu")(tf.keras.layers.Rescaling(1 / 255)(inputs))
-    pooled = tf.keras.layers.GlobalAveragePooling2D()(features)
-    model = tf.keras.Model(inputs, tf.keras.layers.Dense(1, activation="sigmoid")(pooled))
-    check = np.random.default_rng(seed).uniform(0, 255, (2, SIZE, SIZE, 3)).astype(np.float32)
-    out = folder / f"seed{seed}"
-    return export_package(model, out, CropSpec(size=SIZE), 0.5, "tiny-conv", {}, {}, check).path
 
 
 def corrupt_copy(package: Path, folder: Path, version: str) -> Path:
@@ -54,7 +37,7 @@ def corrupt_copy(package: Path, folder: Path, version: str) -> Path:
 @pytest.fixture(scope="module")
 def packages(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     folder = tmp_path_factory.mktemp("packages")
-    return tiny_package(folder, seed=0), tiny_package(folder, seed=1)
+    return export_tiny_package(folder / "seed0", seed=0), export_tiny_package(folder / "seed1", seed=1)
 
 
 @pytest.fixture
@@ -69,12 +52,6 @@ def server(tmp_path: Path, store: ModelStore, packages: tuple[Path, Path]) -> It
     flags = ("--model", f"store://{store.url}@latest", "--model-poll-seconds", "0.5")
     with ServerProcess(tmp_path / "data", *flags) as process:
         yield process
-
-
-def served_version(server: ServerProcess) -> str:
-    status, body = server.request("GET", "/readyz")
-    assert status == 200 and body["ready"], body
-    return str(body["model"]["version"])
 
 
 def test_hot_reload_swaps_good_versions_and_rejects_a_corrupt_one(

@@ -9,18 +9,17 @@ import json
 import signal
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import aioice.ice
 import av
+import live_helpers
 import pytest
 from aiortc import VideoStreamTrack
-from browser import camera_element, camera_image, chromium_missing, open_page, watch_camera, write_y4m
-from clips import ClipTruth
-from live_helpers import Client, add_camera, json_request, rtsp_server, until
+from browser import camera_element, camera_image, open_page, watch_camera
+from live_helpers import Client, add_camera, json_request, until
 from rtsp_server import RtspTestServer
 from server_process import ServerProcess, free_port
 from skimage import data
@@ -32,17 +31,8 @@ SERVICE_THREADS = ("worker-", "rtsp-read-", "rtsp-watch-", "classifier-batcher",
 """Name prefixes of every thread the service starts."""
 
 
-@pytest.fixture(scope="module")
-def rtsp_camera(moving_face_video: tuple[Path, ClipTruth]) -> Iterator[RtspTestServer]:
-    with rtsp_server(moving_face_video[0]) as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def fake_camera(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    if chromium_missing():
-        pytest.skip(str(chromium_missing()))
-    return write_y4m(tmp_path_factory.mktemp("camera") / "face.y4m", camera_image(data.astronaut()))
+rtsp_camera = live_helpers.rtsp_camera  # fixtures
+fake_camera = live_helpers.fake_camera
 
 
 def service_threads() -> list[str]:

@@ -16,11 +16,10 @@ from typing import TYPE_CHECKING
 
 import live_helpers
 import pytest
-from browser import camera_image, chromium_missing, open_browser, watch_camera, write_y4m
+from browser import chromium_missing, open_browser, watch_camera
 from live_helpers import add_camera, stream, until
 from rtsp_server import RtspTestServer
 from server_process import ServerProcess
-from skimage import data
 
 from stream.service import PEER_SILENCE_SECONDS
 
@@ -29,15 +28,11 @@ if TYPE_CHECKING:
 
 pytestmark = pytest.mark.skipif(chromium_missing() is not None, reason=str(chromium_missing()))
 
-rtsp_camera = live_helpers.rtsp_camera  # fixture
+rtsp_camera = live_helpers.rtsp_camera  # fixtures
+fake_camera = live_helpers.fake_camera
 
 AT_ONCE = 3.0
 """Seconds a closed page's stream or viewer may still be listed (measured: 0.03-0.06 s)."""
-
-
-@pytest.fixture(scope="module")
-def fake_camera(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_y4m(tmp_path_factory.mktemp("camera") / "face.y4m", camera_image(data.astronaut()))
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Training: evaluation per difficulty, augmentation, batches with synthetic fakes, and tiny end-to-end runs
+"""Training: evaluation per tag, augmentation, batches with synthetic fakes, and tiny end-to-end runs
 of `main` (labelled real and fake images; real images only, with synthetic fakes)."""
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import cv2
 import numpy as np
 import pytest
 import tensorflow as tf
+from face_photos import write_rgb
 from skimage import data as skdata
 
 from models.classifier import load_classifier
@@ -19,16 +20,20 @@ from training import assess, pipeline, train
 from training.data import CropSet
 
 
-def test_evaluate_reports_per_difficulty() -> None:
+def test_evaluate_reports_per_tag() -> None:
     labels = np.array([0, 0, 1, 1, 1])
     probabilities = np.array([0.1, 0.5, 0.9, 0.3, 0.6])
     metrics = assess.evaluate(labels, probabilities, 0.55, ["real", "real", "easy", "hard", "hard"])
     assert metrics["n_real"] == 2 and metrics["n_fake"] == 3
     assert metrics["accuracy"] == pytest.approx(0.8)
     assert metrics["balanced_accuracy"] == pytest.approx((2 / 3 + 1.0) / 2)
-    assert metrics["per_difficulty"]["easy"] == {"n_fake": 1, "auc": 1.0, "true_positive_rate": 1.0}
-    assert metrics["per_difficulty"]["hard"]["auc"] == pytest.approx(0.75)
-    assert "mid" not in metrics["per_difficulty"]
+    per_tag = metrics["per_tag"]
+    assert set(per_tag) == {"real", "easy", "hard"}, "one entry per tag present; none for mid"
+    easy = per_tag["easy"]
+    assert (easy["versus"], easy["n_fake"], easy["n_real"]) == ("all real", 1, 2)
+    assert easy["auc"] == 1.0 and easy["true_positive_rate"] == 1.0
+    assert per_tag["hard"]["auc"] == pytest.approx(0.75)
+    assert per_tag["real"]["versus"] == "all fake" and per_tag["real"]["n"] == 5
 
 
 def test_augment_is_seeded_and_in_range() -> None:
@@ -49,9 +54,7 @@ def write_layout(root: Path, people: int) -> None:
         fake = photo.copy()
         fake[55:75, 30:66] = cv2.GaussianBlur(255 - fake[55:75, 30:66], (5, 5), 0)
         for label, image in (("real", photo), ("fake", fake)):
-            folder = root / label / f"p{person}"
-            folder.mkdir(parents=True)
-            cv2.imwrite(str(folder / "0.jpg"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+            write_rgb(root / label / f"p{person}" / "0.jpg", image)
 
 
 @pytest.mark.slow
@@ -108,9 +111,7 @@ def write_reals(root: Path, people: int) -> None:
         top, side = 10 + 3 * person, 250 + 4 * person
         photo = cv2.resize(base[top : top + side, 100 : 100 + side], (112, 112))
         photo = np.clip(photo.astype(np.int16) + 6 * person - 20, 0, 255).astype(np.uint8)
-        folder = root / "real" / f"p{person}"
-        folder.mkdir(parents=True)
-        cv2.imwrite(str(folder / "0.jpg"), cv2.cvtColor(photo, cv2.COLOR_RGB2BGR))
+        write_rgb(root / "real" / f"p{person}" / "0.jpg", photo)
 
 
 @pytest.mark.slow

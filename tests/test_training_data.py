@@ -8,7 +8,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from skimage import data as skdata
+from face_photos import CIPLAB_FAKES, CIPLAB_REALS, face_photo, write_rgb
 
 from models.detector import FaceDetector
 from models.errors import InputError
@@ -26,36 +26,14 @@ from training.data import (
     subsample,
 )
 
-CIPLAB_FAKES = ["easy_1_1000.jpg", "easy_2_0110.jpg", "mid_3_0101.jpg", "mid_4_1111.jpg", "hard_5_0011.jpg"]
-
-
-def face_photo(shift: int = 0) -> np.ndarray:
-    """A 160x160 RGB face photo cut from skimage's astronaut (face roughly centred)."""
-    image = skdata.astronaut()
-    return cv2.resize(image[20 + shift : 260 + shift, 110:350], (160, 160), interpolation=cv2.INTER_AREA)
-
-
-def write_rgb(path: Path, image: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    assert cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
-
-
-@pytest.fixture(scope="module")
-def ciplab_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("ciplab")
-    for index in range(6):
-        write_rgb(root / "real" / f"real_{index:05d}.jpg", face_photo(index))
-    for index, name in enumerate(CIPLAB_FAKES):
-        write_rgb(root / "fake" / name, 255 - face_photo(index))
-    return root
-
 
 def test_read_ciplab_labels_difficulty_and_groups(ciplab_root: Path) -> None:
     samples = read_ciplab(ciplab_root)
-    assert Counter(s.label for s in samples) == {REAL: 6, FAKE: 5}
+    assert Counter(s.label for s in samples) == {REAL: CIPLAB_REALS, FAKE: len(CIPLAB_FAKES)}
     by_name = {s.path.name: s for s in samples}
     assert by_name["real_00000.jpg"].difficulty == "real"
-    assert [by_name[name].difficulty for name in CIPLAB_FAKES] == ["easy", "easy", "mid", "mid", "hard"]
+    difficulties = [by_name[name].difficulty for name in CIPLAB_FAKES]
+    assert difficulties == ["easy", "easy", "mid", "mid", "hard", "hard"]
     assert len({s.group for s in samples}) == len(samples)
 
 

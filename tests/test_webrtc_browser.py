@@ -18,27 +18,20 @@ import live_helpers
 import pytest
 from browser import (
     camera_element,
-    camera_image,
     chromium_missing,
     open_browser,
     open_page,
     watch_camera,
-    write_y4m,
 )
 from clips import ClipTruth
 from live_helpers import add_camera, samples, stream, wait_for
 from rtsp_server import RtspTestServer
 from server_process import ServerProcess
-from skimage import data
 
 pytestmark = pytest.mark.skipif(chromium_missing() is not None, reason=str(chromium_missing()))
 
-rtsp_camera = live_helpers.rtsp_camera  # fixture
-
-
-@pytest.fixture(scope="module")
-def fake_camera(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_y4m(tmp_path_factory.mktemp("camera") / "face.y4m", camera_image(data.astronaut()))
+rtsp_camera = live_helpers.rtsp_camera  # fixtures
+fake_camera = live_helpers.fake_camera
 
 
 @pytest.fixture(scope="module")

@@ -13,39 +13,23 @@ import numpy as np
 import tensorflow as tf
 
 from training.calibration import Platt, fit_platt, fold_into_model, threshold_for_false_alarms
-from training.data import DIFFICULTIES, REAL
-from training.metrics import roc_auc, summarize
+from training.data import REAL
+from training.metrics import summarize
 from training.pipeline import eval_dataset
 from training.prepare import DATA_ORIGIN, DEGRADE_SEED_OFFSET, SPLIT_SEEDS, Part, PreparedData, degraded
+from training.tag_metrics import per_tag
 
 CALIBRATION_SET = "validation split (degraded as in training), reals and their synthetic fakes"
 
 
-def _tag_order(tag: str) -> tuple[int, str]:
-    return (DIFFICULTIES.index(tag), "") if tag in DIFFICULTIES else (len(DIFFICULTIES), tag)
-
-
 def evaluate(
-    labels: np.ndarray, probabilities: np.ndarray, threshold: float, difficulties: list[str | None]
+    labels: np.ndarray, probabilities: np.ndarray, threshold: float, tags: list[str | None]
 ) -> dict[str, Any]:
-    """`training.metrics.summarize` at `threshold`, plus AUC and detection rate per tag of the fakes (CIPLAB
-    difficulty, FF++ method, synthetic kind) against all reals."""
-    result = summarize(labels, probabilities, threshold)
-    fake = np.asarray(labels).astype(bool)
-    tags = np.array([d or "" for d in difficulties])
-    per_difficulty = {}
-    for tag in sorted(set(tags[fake]) - {""}, key=_tag_order):
-        tagged = fake & (tags == tag)
-        if tagged.any():
-            chosen = ~fake | tagged
-            per_difficulty[tag] = {
-                "n_fake": int(tagged.sum()),
-                "auc": roc_auc(fake[chosen], probabilities[chosen]),
-                "true_positive_rate": float(np.mean(probabilities[tagged] >= threshold)),
-            }
-    if per_difficulty:
-        result["per_difficulty"] = per_difficulty
-    return result
+    """`training.metrics.summarize` at `threshold`, plus the same per tag (`training.tag_metrics.per_tag`)."""
+    return {
+        **summarize(labels, probabilities, threshold),
+        "per_tag": per_tag(labels, probabilities, tags, threshold),
+    }
 
 
 def held_out_sets(part: Part, probabilities: np.ndarray, threshold: float) -> dict[str, Any]:

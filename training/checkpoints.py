@@ -20,7 +20,6 @@ not name, so a killed upload leaves the previous checkpoint whole: a checkpoint 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -37,6 +36,7 @@ import numpy as np
 import tensorflow as tf
 
 from models.errors import FakewebError, ModelStoreError
+from models.manifest import sha256_file
 from models.store import VERSION_RE, open_store
 from training.strategy import Worker
 
@@ -121,7 +121,7 @@ class CheckpointMirror:
             files = {}
             for path in sorted(prefix.parent.glob(f"{prefix.name}.*")):
                 stored = STEM + path.name[len(prefix.name) :]
-                files[stored] = _sha256_file(path)
+                files[stored] = sha256_file(path)
                 self.backend.upload(f"slot-{slot}/{stored}", path, files[stored])
             saved_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
             record = RemoteCheckpoint(prefix.name, slot, step, files, saved_at)
@@ -143,7 +143,7 @@ class CheckpointMirror:
                 for stored, sha256 in sorted(remote.files.items()):
                     dest = staging / (remote.name + stored[len(STEM) :])
                     self.backend.download(f"slot-{remote.slot}/{stored}", dest)
-                    if _sha256_file(dest) != sha256:
+                    if sha256_file(dest) != sha256:
                         raise CheckpointError(
                             f"{self.url}/slot-{remote.slot}/{stored} does not match its checksum "
                             f"(overwritten by another job?)"
@@ -387,11 +387,3 @@ def _read_int(path: str, key: str) -> int:
         return int(tf.train.load_checkpoint(path).get_tensor(key))
     except (tf.errors.OpError, ValueError) as exc:
         raise CheckpointError(f"{path} is not a checkpoint of this job ({key}: {exc})") from exc
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()

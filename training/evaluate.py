@@ -30,15 +30,10 @@ from models.errors import FakewebError
 from models.package import DEFAULT_PACKAGE_DIR, ModelPackage
 from training import data
 from training.metrics import DFDC_CONFIDENT_RULE, VIDEO_RULES, summarize, video_scores
+from training.prepare import FORMATS, read_format
+from training.tag_metrics import per_tag
 
 SCHEMA = "fakeweb-eval-scores/1"
-# Formats and the training.data readers behind them, looked up when used: the video readers may be absent.
-READERS = {
-    "ciplab": "read_ciplab",
-    "folders": "read_real_fake_folders",
-    "dfdc": "read_dfdc",
-    "ffpp": "read_ffpp",
-}
 ARRAY_INDEX_ENV = "AWS_BATCH_JOB_ARRAY_INDEX"
 SHARD_PLACEHOLDER = "{shard}"
 CHUNK = 256  # samples cropped, then classified, at a time
@@ -97,16 +92,10 @@ def shard_of(path: str, num_shards: int) -> int:
 
 
 def read_samples(root: Path, data_format: str) -> list[data.Sample]:
-    """The data set's samples, read by the `training.data` reader for `data_format`."""
+    """The data set's samples (`training.prepare.read_format`); EvaluationError when `root` is no folder."""
     if not root.is_dir():
         raise EvaluationError(f"data folder not found: {root}")
-    reader = getattr(data, READERS[data_format], None)
-    if reader is None:
-        raise EvaluationError(
-            f"--format {data_format} needs training.data.{READERS[data_format]}, which this version lacks"
-        )
-    samples: list[data.Sample] = reader(root)
-    return samples
+    return read_format(root, data_format)
 
 
 def score_samples(
@@ -202,21 +191,6 @@ def merge_scores(shards: Sequence[tuple[Path, Run, int, list[Score]]]) -> tuple[
     return run, scores
 
 
-def _per_tag(
-    labels: np.ndarray, probabilities: np.ndarray, tags: np.ndarray, threshold: float
-) -> dict[str, Any]:
-    """Each tag's samples, completed with all samples of the class the tag lacks (fakes of a method vs all
-    reals); a tag holding both classes stands alone."""
-    result: dict[str, Any] = {}
-    for tag in sorted(set(tags) - {None}):
-        in_tag = tags == tag
-        present = set(labels[in_tag].tolist())
-        versus = None if len(present) == 2 else "all fake" if present == {data.REAL} else "all real"
-        chosen = in_tag | ~np.isin(labels, list(present))
-        result[tag] = {"versus": versus, **summarize(labels[chosen], probabilities[chosen], threshold)}
-    return result
-
-
 def _videos(
     labels: np.ndarray, probabilities: np.ndarray, keys: np.ndarray, threshold: float
 ) -> dict[str, Any] | None:
@@ -252,9 +226,7 @@ def build_report(
         "no_face": sum(not s.face for s in scores),
         "frames": summarize(labels, probabilities, threshold),
         "videos": _videos(labels, probabilities, np.array([video_id(s) for s in scores]), threshold),
-        "per_tag": _per_tag(
-            labels, probabilities, np.array([s.tag for s in scores], dtype=object), threshold
-        ),
+        "per_tag": per_tag(labels, probabilities, [s.tag for s in scores], threshold),
     }
 
 
@@ -292,7 +264,7 @@ def _finish(report: dict[str, Any], json_path: Path | None) -> None:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of `fakeweb eval DATA` (scoring, and the report when unsharded)."""
     parser.add_argument("data", type=Path, help="data-set root")
-    parser.add_argument("--format", choices=sorted(READERS), default="folders", help="data-set layout")
+    parser.add_argument("--format", choices=FORMATS, default="folders", help="data-set layout")
     parser.add_argument("--model", type=Path, default=DEFAULT_PACKAGE_DIR, help="model package folder")
     parser.add_argument("--device", choices=DEVICE_CHOICES, default="auto", help="accelerator")
     parser.add_argument("--backend", choices=("auto", "tflite", "savedmodel"), default="auto")
@@ -400,9 +372,10 @@ def run_merge(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    """`python -m training.evaluate DATA ...` or `... merge SCORES...`; returns the process exit status."""
-    arguments = list(sys.argv[1:] if argv is None else argv)
+def command(argv: Sequence[str]) -> int:
+    """`fakeweb eval DATA ...` or `fakeweb eval merge SCORES...`: parse `argv` and run; expected failures raise
+    EvaluationError (a FakewebError)."""
+    arguments = list(argv)
     if arguments[:1] == ["merge"]:
         parser = argparse.ArgumentParser(
             prog="fakeweb eval merge", description="Merge the score files of a sharded run and report."
@@ -417,9 +390,14 @@ def main(argv: list[str] | None = None) -> int:
         )
         add_arguments(parser)
         handler = run_scoring
-    args = parser.parse_args(arguments)
+    return handler(parser.parse_args(arguments))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m training.evaluate DATA ...` or `... merge SCORES...`: `command`, an expected failure printed as
+    `error: ...` with exit status 1 (`fakeweb eval` reports as every `fakeweb` command)."""
     try:
-        return handler(args)
+        return command(sys.argv[1:] if argv is None else argv)
     except FakewebError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

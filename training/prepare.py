@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -20,6 +21,7 @@ from models.preprocess import CropSpec
 from training.crop_cache import cached_crops, default_cache_dir
 from training.data import (
     FAKE,
+    FRAMES_PER_VIDEO,
     LABEL_NAMES,
     REAL,
     CropSet,
@@ -35,6 +37,8 @@ from training.data import (
 )
 from training.pipeline import SYNTHETIC_KINDS, RealPool, degrade_fixed, real_pool
 
+FORMATS = ("ciplab", "dfdc", "ffpp", "folders")
+"""The data-set layouts `--format` names (`read_format`)."""
 VIDEO_FORMATS = frozenset({"dfdc", "ffpp"})
 DATA_ORIGIN = "data"
 # Fixed synthetic fakes and degradations of validation and test crops come from these seeds (plus --seed).
@@ -83,16 +87,23 @@ class PreparedData:
     no_face: dict[str, int]
 
 
+def read_format(
+    root: Path, data_format: str, frames_per_video: int = FRAMES_PER_VIDEO, require_fakes: bool = True
+) -> list[Sample]:
+    """The samples of the data set at `root` in one of `FORMATS`: `frames_per_video` frames of each video
+    (dfdc, ffpp); the fake/ folder optional unless `require_fakes` (folders)."""
+    if data_format in VIDEO_FORMATS:
+        reader = read_dfdc if data_format == "dfdc" else read_ffpp
+        return reader(root, frames_per_video=frames_per_video)
+    if data_format == "folders":
+        return read_real_fake_folders(root, require_fakes=require_fakes)
+    return read_ciplab(root)
+
+
 def read_samples(args: argparse.Namespace) -> list[Sample]:
     """The samples of `--data` in `--format` (fake/ optional for folders with --synthetic), then every
     `--extra-reals` folder."""
-    if args.format in VIDEO_FORMATS:
-        reader = read_dfdc if args.format == "dfdc" else read_ffpp
-        samples = reader(args.data, frames_per_video=args.frames_per_video)
-    elif args.format == "folders":
-        samples = read_real_fake_folders(args.data, require_fakes=args.synthetic == 0)
-    else:
-        samples = read_ciplab(args.data)
+    samples = read_format(args.data, args.format, args.frames_per_video, require_fakes=args.synthetic == 0)
     for folder in args.extra_reals:
         samples += read_real_folder(folder)
     return samples

@@ -19,6 +19,7 @@ import json
 import shlex
 import sys
 import time
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,7 @@ from training.pipeline import (
     training_batches,
 )
 from training.prepare import (
+    FORMATS,
     VIDEO_FORMATS,
     PreparedData,
     TrainingError,
@@ -64,7 +66,6 @@ from training.prepare import (
 from training.publish import publish_package
 from training.strategy import Placement, check_static_batches, float32_copy, make_strategy
 
-FORMATS = ("ciplab", "dfdc", "ffpp", "folders")
 CHECK_BATCH_SIZE = 16
 
 
@@ -419,14 +420,19 @@ def _print_summary(
     print("\n".join(lines))
 
 
-def main(argv: list[str] | None = None) -> int:
-    """`python -m training.train --data DIR --out DIR ...`; returns the process exit status."""
+def command(argv: Sequence[str]) -> int:
+    """`fakeweb train ...`: parse `argv`, train and export; expected failures raise FakewebError or OSError."""
     parser = argparse.ArgumentParser(prog="fakeweb train", description=__doc__.splitlines()[0])
     add_arguments(parser)
     args = parser.parse_args(argv)
-    command = shlex.join(["python", "-m", "training.train", *(sys.argv[1:] if argv is None else argv)])
+    return run(args, shlex.join(["python", "-m", "training.train", *argv]))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m training.train --data DIR --out DIR ...`: `command`, an expected failure printed as
+    `error: ...` with exit status 1 (the DL1 kit's contract; `fakeweb train` reports as every `fakeweb` command)."""
     try:
-        return run(args, command)
+        return command(sys.argv[1:] if argv is None else argv)
     except (FakewebError, FileExistsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -75,25 +75,15 @@ def _kernels(args: argparse.Namespace, clip: Path) -> Report:
 
 def _live(args: argparse.Namespace, clip: Path | None) -> Report:
     from stream.benchmarks.live import LiveSettings, run_live
-    from stream.config import ServiceConfig
+    from stream.config import BATCH_SETTINGS, FRAME_SETTINGS, MODEL_SETTINGS, ServiceConfig
     from stream.reload import ModelHolder, verify_candidate
 
+    names = (*MODEL_SETTINGS, *FRAME_SETTINGS, *BATCH_SETTINGS, "pin_threads")
     config = ServiceConfig(
         data_dir=CLIP_CACHE / "data",
         model=args.model,
-        device=args.device,
-        backend=args.backend,
-        threads=args.threads,
         max_streams=max(args.streams, 1),
-        detect_every=args.detect_every,
-        mesh_every=args.mesh_every,
-        classify_every=args.classify_every,
-        detector_range=args.detector_range,
-        min_confidence=args.min_confidence,
-        mesh_for=args.mesh_for,
-        batch_max_size=args.batch_max_size,
-        batch_max_wait_ms=args.batch_max_wait_ms,
-        pin_threads=args.pin_threads,
+        **{name: getattr(args, name) for name in names},
     )
     rtsp = tuple(args.rtsp or ())
     settings = LiveSettings(

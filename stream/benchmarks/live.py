@@ -1,9 +1,10 @@
 """N concurrent streams paced at their frame rate through the live service, each encoded once for its viewers.
 
-The streams are built by `stream.service.LiveService` exactly as `fakeweb serve` builds them: a worker thread per
-stream behind a latest-frame slot, the cross-stream `ClassifierBatcher`, the stream's `AnnotatedFeed` encoding VP8
-once on its encoder thread. Inputs are RTSP cameras added through `LiveService.add_camera` (a reader thread each,
-as in serve) or video files paced by `FileSource(realtime=True, loop=True)` on a feeder thread each. Each viewer
+The streams are built by `stream.service.LiveService` exactly as `fakeweb serve` builds them (`stream.route`): a
+worker thread per stream behind a latest-frame slot, the cross-stream `ClassifierBatcher`, the stream's
+`AnnotatedFeed` encoding VP8 once on its encoder thread. Inputs are RTSP cameras added through
+`LiveService.add_camera` (a reader thread each, as in serve) or video files paced by
+`FileSource(realtime=True, loop=True)` on a feeder thread each, offered to a `LiveService.add_fed_stream` route. Each viewer
 takes the shared packets through its own `ViewerTrack` and packetises them with aiortc's `Vp8Encoder.pack`, as
 `RTCRtpSender` does; end-to-end latency runs from the frame's capture (leaving the decoder) to packetised.
 
@@ -204,11 +205,6 @@ async def _view(stream: LiveStream, recording: Recording, viewer: Viewer) -> Non
         track.stop()
 
 
-def _add_file_stream(service: LiveService, stream_id: str) -> LiveStream:
-    """A stream fed by the benchmark: the service's own stream construction, without a camera reader."""
-    return service._create_stream(stream_id, "camera", stream_id, None)  # no public hook yet
-
-
 @dataclass
 class _Counts:
     """Per-stream counters at one instant."""
@@ -268,12 +264,10 @@ async def _start_streams(
     tasks: list[asyncio.Task[None]] = []
     for index in range(settings.streams):
         if settings.clip is not None:
-            stream = _add_file_stream(service, f"bench-{index}")
+            stream = service.add_fed_stream(f"bench-{index}", f"bench-{index}")
             # Staggered starts: the streams' frames interleave rather than arrive together.
             delay = index / (settings.streams * 30.0)
-            feeders[stream.stream_id] = FileFeeder(
-                settings.clip, stream.stream_id, stream.worker.submit, delay
-            )
+            feeders[stream.stream_id] = FileFeeder(settings.clip, stream.stream_id, stream.route.offer, delay)
         else:
             described = await service.add_camera(f"bench {index}", settings.rtsp[index % len(settings.rtsp)])
             stream = service.streams[described["id"]]

@@ -1,69 +1,62 @@
-"""Process CPU time, memory and per-thread CPU from /proc (Linux), sampled on a background thread.
+"""Process CPU time, memory and per-thread CPU (Linux `stream.procfs`), sampled on a background thread.
 
-No psutil: `/proc/self/stat` gives user + system ticks, `/proc/self/statm` the resident pages, and
-`/proc/self/task/<tid>/stat` each thread's ticks, matched to Python threads by `Thread.native_id`.
+No psutil: this process's stat gives user + system ticks, its statm the resident pages, and each thread's stat
+its ticks, matched to Python threads by `Thread.native_id`. Every reader takes the `proc` to read (default the
+real /proc).
 """
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections import defaultdict
 from dataclasses import dataclass
-from pathlib import Path
 
-from stream.procfs import stat_cpu_seconds
+from stream.procfs import PROCFS, Procfs
+from stream.thread_names import thread_kind
 
-_PAGE = os.sysconf("SC_PAGE_SIZE")
-_PROC = Path("/proc/self")
-_GROUPS = ("worker-", "encoder-", "rtsp-read-", "rtsp-watch-", "feeder-", "asyncio_", "ThreadPoolExecutor-")
-"""Thread name prefixes whose threads are counted together (one thread per stream or per pool slot)."""
+_POOLS = ("asyncio_", "ThreadPoolExecutor-")
+"""Name prefixes of Python's thread pools, whose threads are counted together (one name per slot)."""
 
 
-def cpu_seconds() -> float:
+def cpu_seconds(proc: Procfs = PROCFS) -> float:
     """CPU seconds (user + system) used by this process so far, all threads."""
-    return stat_cpu_seconds((_PROC / "stat").read_text())
+    return proc.process_cpu_seconds()
 
 
-def rss_bytes() -> int:
+def rss_bytes(proc: Procfs = PROCFS) -> int:
     """Resident set size of this process."""
-    return int((_PROC / "statm").read_text().split()[1]) * _PAGE
+    return proc.rss_bytes()
 
 
-def load_average() -> tuple[float, float, float]:
+def load_average(proc: Procfs = PROCFS) -> tuple[float, float, float]:
     """The 1, 5 and 15 minute load averages of the machine."""
-    one, five, fifteen = Path("/proc/loadavg").read_text().split()[:3]
-    return float(one), float(five), float(fifteen)
+    return proc.load_average()
 
 
-def thread_schedstat() -> tuple[float, float]:
-    """(seconds on a CPU, seconds runnable but waiting for a CPU) of the calling thread so far.
-
-    The rest of a thread's wall time it was blocked: sleeping, waiting for I/O, a lock or the GIL.
-    """
-    on_cpu, waiting = (_PROC / "task" / str(threading.get_native_id()) / "schedstat").read_text().split()[:2]
-    return int(on_cpu) / 1e9, int(waiting) / 1e9
+def thread_schedstat(proc: Procfs = PROCFS) -> tuple[float, float]:
+    """(seconds on a CPU, seconds runnable but waiting for a CPU) of the calling thread so far."""
+    return proc.thread_schedstat(threading.get_native_id())
 
 
 def thread_group(name: str) -> str:
     """A Python thread's name without its per-stream or per-slot suffix: `worker-cam-1` -> `worker`."""
-    for prefix in _GROUPS:
-        if name.startswith(prefix):
-            return prefix[:-1]
-    return name
+    kind = thread_kind(name)
+    if kind is not None:
+        return kind
+    return next((prefix[:-1] for prefix in _POOLS if name.startswith(prefix)), name)
 
 
-def thread_cpu_seconds() -> dict[str, float]:
+def thread_cpu_seconds(proc: Procfs = PROCFS) -> dict[str, float]:
     """CPU seconds per thread group: Python threads by name group, every other thread as `native`."""
     named = {thread.native_id: thread_group(thread.name) for thread in threading.enumerate()}
     totals: dict[str, float] = defaultdict(float)
-    for task in (_PROC / "task").iterdir():
+    for tid in proc.thread_ids():
         try:
-            seconds = stat_cpu_seconds((task / "stat").read_text())
+            seconds = proc.thread_cpu_seconds(tid)
         except (OSError, ValueError):
             continue  # the thread ended while we read
-        totals[named.get(int(task.name), "native")] += seconds
+        totals[named.get(tid, "native")] += seconds
     return dict(totals)
 
 
@@ -79,8 +72,9 @@ class Sample:
 class ProcessSampler:
     """Samples CPU and RSS every `period` seconds between `start()` and `stop()`."""
 
-    def __init__(self, period: float = 1.0) -> None:
+    def __init__(self, period: float = 1.0, proc: Procfs = PROCFS) -> None:
         self.period = period
+        self.proc = proc
         self.samples: list[Sample] = []
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -88,12 +82,12 @@ class ProcessSampler:
         self._end = (0.0, 0.0)
 
     def start(self) -> None:
-        self._start = (time.monotonic(), cpu_seconds())
+        self._start = (time.monotonic(), cpu_seconds(self.proc))
         self._thread = threading.Thread(target=self._run, name="bench-sampler", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
-        self._end = (time.monotonic(), cpu_seconds())
+        self._end = (time.monotonic(), cpu_seconds(self.proc))
         self._stopping.set()
         if self._thread is not None:
             self._thread.join()
@@ -111,7 +105,7 @@ class ProcessSampler:
     def _run(self) -> None:
         wall, cpu = self._start
         while not self._stopping.wait(self.period):
-            now, used = time.monotonic(), cpu_seconds()
+            now, used = time.monotonic(), cpu_seconds(self.proc)
             percent = 100.0 * (used - cpu) / (now - wall) if now > wall else 0.0
-            self.samples.append(Sample(now - self._start[0], percent, rss_bytes() / 2**20))
+            self.samples.append(Sample(now - self._start[0], percent, rss_bytes(self.proc) / 2**20))
             wall, cpu = now, used

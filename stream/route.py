@@ -1,0 +1,106 @@
+"""A live stream's route: its frames from the source, through the worker and the pipeline, to the outputs.
+
+    source     an RTSP camera's reader thread (`read_camera`; it only decodes), a browser's WebRTC track drained
+               on the event loop (`receive`), or anything else that calls `offer`
+    -> offer     into the worker's `LatestSlot`: the newest frame wins, a replaced one is counted as dropped
+    -> worker    the stream's `StreamWorker` thread takes it once it holds a `FairGate` permit and converts it
+                 to RGB within the size cap (`frames.rgb_within`)
+    -> pipeline  `StreamPipeline.process`: detect, track, classify through the shared batcher, smooth, mesh, draw
+    -> outputs   a `Fanout`, each sink isolated from the others: the annotated feed (encoded once, VP8, for
+                 every viewer), the metrics, the verdicts on the viewers' data channels; `outputs.add` adds one
+
+`LiveService` builds one route per stream and keeps the rest: peers, limits, the camera list.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import av
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+
+from stream.encoder import EncoderSettings
+from stream.fanout import Fanout, FrameMetrics
+from stream.feed import AnnotatedFeed
+from stream.frames import DecodedFrame
+from stream.metrics import Metrics
+from stream.pipeline import StreamPipeline
+from stream.rtsp import RtspCamera, RtspConfig
+from stream.verdicts import VerdictChannels
+from stream.worker import FairGate, FrameInput, StreamWorker
+
+
+class StreamRoute:
+    """One stream's frames from its source to its outputs: `start` it, give it a source, `stop` it.
+
+    `loop` is the service's event loop (viewers and data channels live there); `label` names the stream in the
+    metrics; `gate` is shared by every stream's worker.
+    """
+
+    def __init__(
+        self,
+        pipeline: StreamPipeline,
+        label: str,
+        loop: asyncio.AbstractEventLoop,
+        metrics: Metrics,
+        encoder: EncoderSettings,
+        gate: FairGate | None = None,
+    ) -> None:
+        self.stream_id = pipeline.stream_id
+        frame_metrics = FrameMetrics(metrics, label)
+        self.feed = AnnotatedFeed(
+            loop,
+            self.stream_id,
+            encoder,
+            on_ready=frame_metrics.observe_end_to_end,  # capture to encoded for the viewers
+            on_encode=metrics.observe_encode,
+        )
+        self.verdicts = VerdictChannels(loop, self.stream_id)
+        self.outputs = Fanout(self.stream_id, [self.feed, frame_metrics, self.verdicts])
+        self.worker = StreamWorker(pipeline, self.outputs.on_result, gate)
+        self.reader: RtspCamera | None = None
+
+    def start(self) -> None:
+        self.feed.start()
+        self.worker.start()
+
+    def offer(self, frame: FrameInput) -> None:
+        """Any thread: the source's newest frame. Never blocks; a frame the worker has not taken yet is dropped."""
+        self.worker.submit(frame)
+
+    def read_camera(self, url: str, config: RtspConfig) -> None:
+        """Read a camera into the route: its pictures to `offer` (converted by the worker, so a dropped one costs
+        its decode only), its "offline" placeholders straight to the feed, its state changes to the verdicts."""
+        self.reader = RtspCamera(
+            self.stream_id,
+            url,
+            on_decoded=self.offer,
+            on_state=self.verdicts.on_camera_state,
+            config=config,
+            on_placeholder=self.feed.publish,
+        )
+        self.reader.start()
+
+    async def receive(self, track: MediaStreamTrack, max_width: int, max_height: int) -> None:
+        """Event loop: `offer` a browser's frames as fast as they arrive (aiortc's queues are unbounded), to be
+        converted within max_width x max_height by the worker; returns when the track ends."""
+        index = 0
+        while True:
+            try:
+                picture = await track.recv()
+            except MediaStreamError:
+                return
+            if isinstance(picture, av.VideoFrame):
+                self.offer(
+                    DecodedFrame(self.stream_id, index, picture, time.monotonic(), max_width, max_height)
+                )
+                index += 1
+
+    async def stop(self) -> None:
+        """Stop the source, then the worker (it finishes its frame and releases its pipeline), then the feed,
+        which ends every viewer's video."""
+        if self.reader is not None:
+            await asyncio.to_thread(self.reader.stop)
+        await asyncio.to_thread(self.worker.stop)
+        await self.feed.close()

@@ -1,0 +1,27 @@
+"""The names of the threads serving starts for each stream, `<kind>-<stream id>`: one definition for the
+modules that start them (`stream.worker`, `stream.encoder`, `stream.rtsp`, `stream.benchmarks.live`) and for
+those that count them by kind (`stream.benchmarks.procstat`; `top -H` shows them too)."""
+
+from __future__ import annotations
+
+WORKER = "worker"
+"""`stream.worker`: the stream's pipeline."""
+ENCODER = "encoder"
+"""`stream.encoder`: the stream's annotated frames to VP8."""
+RTSP_READER = "rtsp-read"
+"""`stream.rtsp`: a camera's reading and decoding."""
+RTSP_WATCHER = "rtsp-watch"
+"""`stream.rtsp`: a camera's stall watchdog."""
+FEEDER = "feeder"
+"""`stream.benchmarks.live`: a benchmark stream's paced source."""
+PER_STREAM = (WORKER, ENCODER, RTSP_READER, RTSP_WATCHER, FEEDER)
+
+
+def stream_thread_name(kind: str, stream_id: str) -> str:
+    """The name of stream `stream_id`'s thread of `kind` (one of `PER_STREAM`)."""
+    return f"{kind}-{stream_id}"
+
+
+def thread_kind(name: str) -> str | None:
+    """The kind of a per-stream thread from its name (`worker-cam-1` -> `worker`); None for any other thread."""
+    return next((kind for kind in PER_STREAM if name.startswith(f"{kind}-")), None)
