@@ -19,14 +19,14 @@ from typing import TYPE_CHECKING, Any
 from models.devices import DEVICE_CHOICES
 from models.errors import FakewebError
 from models.package import DEFAULT_PACKAGE_DIR, ModelPackage
-from stream.affinity import PIN_THREADS_MODES
-from stream.reload import parse_model_ref
-from stream.rtsp import DEFAULT_BACKOFF
-from stream.scoring import SETTINGS as SCORING_SETTINGS
-from stream.scoring import ScoringConfig
+from stream.live.reload import parse_model_ref
+from stream.pipeline.scoring import SETTINGS as SCORING_SETTINGS
+from stream.pipeline.scoring import ScoringConfig
+from stream.runtime.affinity import PIN_THREADS_MODES
+from stream.sources.rtsp import DEFAULT_BACKOFF
 
 if TYPE_CHECKING:
-    from stream.overlay import MeshFor
+    from stream.pipeline.overlay import MeshFor
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -37,7 +37,7 @@ else:  # pragma: no cover - Python 3.10
 DETECTOR_RANGES = ("auto", "short", "full")
 """`models.detector.RANGE_SETTINGS`, repeated so that reading the configuration does not load MediaPipe."""
 MESH_FOR = ("manipulated", "flagged", "all")
-"""The values of `stream.overlay.MeshFor`, repeated for the same reason (tests/test_settings_flags.py checks)."""
+"""The values of `stream.pipeline.overlay.MeshFor`, repeated for the same reason (tests/stream/cli/test_settings_flags.py checks)."""
 BACKENDS = ("auto", "tflite", "savedmodel")
 """Classifier backends (`models.classifier.load_classifier`)."""
 ENV_PREFIX = "FAKEWEB_"
@@ -185,7 +185,7 @@ class ServiceConfig:
     classify_every: int = setting(
         _SCORING.classify_every,
         bounds=AT_LEAST_ONE,
-        help="Classify each face every Nth frame (`stream.scoring`).",
+        help="Classify each face every Nth frame (`stream.pipeline.scoring`).",
     )
     ema_alpha: float = setting(
         _SCORING.ema_alpha,
@@ -270,7 +270,7 @@ class ServiceConfig:
         "auto",
         choices=PIN_THREADS_MODES,
         help="Pin the workers and batcher to half the CPUs, the decoders and encoders to the rest; `auto`: "
-        "while the load allows (`stream.cpu_split`).",
+        "while the load allows (`stream.runtime.cpu_split`).",
     )
 
     def __post_init__(self) -> None:

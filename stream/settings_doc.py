@@ -35,7 +35,7 @@ TYPE_NAMES = {
 HEADER = f"""# Settings
 
 <!-- Generated from `ServiceConfig` (stream/config.py) by `{REFRESH_COMMAND}`:
-edit a setting's `help` there, then run that command; tests/test_settings_doc.py fails while this file is out
+edit a setting's `help` there, then run that command; tests/stream/test_settings_doc.py fails while this file is out
 of date. -->
 
 `fakeweb serve` takes each setting from, last one winning: its default, a TOML file (`--config FILE`, keyed by the

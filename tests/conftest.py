@@ -9,9 +9,8 @@ import numpy as np
 import pytest
 from clips import ClipTruth, moving_face_clip, two_faces_clip
 from face_photos import write_ciplab
+from project_paths import SHARED_DATA
 from tiny_model import export_tiny_package
-
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,4 @@
-"""A /proc tree in a folder, for the readers of `stream.procfs` (`Procfs(root)`): this process's threads with
+"""A /proc tree in a folder, for the readers of `stream.runtime.procfs` (`Procfs(root)`): this process's threads with
 their names and CPU times, and the machine's CPUs."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from stream.procfs import TICK, Procfs
+from stream.runtime.procfs import TICK, Procfs
 
 
 class FakeProc:

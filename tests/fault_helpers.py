@@ -1,4 +1,4 @@
-"""Helpers for the fault-injection tests (tests/test_faults_*.py, tests/test_security.py, tests/soak_run.py):
+"""Helpers for the fault-injection tests (tests/stream/live/test_faults_*.py, tests/stream/live/test_security.py, tests/soak_run.py):
 clips that stress the input path, process memory, latency quantiles from /metrics, loopback-only WebRTC, and a
 TCP proxy that can cut a peer off (an unreachable S3 endpoint) while counting connection attempts."""
 
@@ -20,7 +20,7 @@ from clips import background, face_crop, paste_face, write_h264
 from live_helpers import samples
 from server_process import ServerProcess
 
-from stream.serve import use_loopback_ice
+from stream.live.serve import use_loopback_ice
 
 # Clips.
 

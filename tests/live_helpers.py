@@ -32,7 +32,7 @@ from rtsp_server import RtspTestServer, gst_rtsp_missing
 from server_process import ServerProcess
 from skimage.data import astronaut
 
-from stream.cameras import Camera, CameraList
+from stream.live.cameras import Camera, CameraList
 
 T = TypeVar("T")
 

@@ -1,6 +1,6 @@
 """A tiny training job assembled from training.strategy and training.checkpoints the way train.py uses them.
 
-Driven as a subprocess by tests/test_checkpoints.py (kill and resume, S3 mirror) and tests/test_strategy.py (two
+Driven as a subprocess by tests/training/test_checkpoints.py (kill and resume, S3 mirror) and tests/training/test_strategy.py (two
 workers). Generated data, a few hundred weights, deterministic ops: an interrupted-and-resumed run must end with the
 same weights as an uninterrupted one.
 

@@ -16,9 +16,9 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from models.classifier import Classifier, load_classifier
 from models.package import DEFAULT_PACKAGE_DIR, ModelPackage
-from stream.file_source import FileSource
-from stream.frames import Frame
-from stream.pipeline import FrameResult
+from stream.pipeline.pipeline import FrameResult
+from stream.sources.file_source import FileSource
+from stream.sources.frames import Frame
 
 
 def shipped_classifier() -> Classifier:

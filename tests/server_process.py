@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import signal
@@ -97,3 +98,24 @@ class ServerProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def raw_request(
+    server: ServerProcess,
+    method: str,
+    path: str,
+    headers: dict[str, str] | None = None,
+    body: bytes | None = None,
+) -> tuple[int, dict[str, str], str]:
+    """(status, headers, text) without following redirects; header values may hold any byte (latin-1)."""
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    try:
+        connection.putrequest(method, path)
+        for name, value in {"Content-Type": "application/json", **(headers or {})}.items():
+            connection.putheader(name, value.encode("latin-1"))
+        connection.putheader("Content-Length", str(len(body or b"")))
+        connection.endheaders(body or b"")
+        response = connection.getresponse()
+        return response.status, dict(response.getheaders()), response.read().decode("utf-8", "replace")
+    finally:
+        connection.close()

@@ -34,7 +34,7 @@ from live_helpers import Client, add_camera, samples, stream, wait_for  # noqa: 
 from rtsp_server import RtspTestServer, gst_rtsp_missing  # noqa: E402
 from server_process import ServerProcess  # noqa: E402
 
-from stream.procfs import PROCFS, stat_cpu_seconds  # noqa: E402
+from stream.runtime.procfs import PROCFS, stat_cpu_seconds  # noqa: E402
 
 LATENCY = "fakeweb_end_to_end_latency_seconds"
 

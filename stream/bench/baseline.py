@@ -15,8 +15,8 @@ import numpy as np
 from models.geometry import Box
 from models.package import ModelPackage
 from models.preprocess import CropSpec, crop_face
-from stream.overlay import FaceOverlay, OverlayConfig, draw_overlays
-from stream.timing import StageTimes
+from stream.pipeline.overlay import FaceOverlay, OverlayConfig, draw_overlays
+from stream.runtime.timing import StageTimes
 
 
 def keras_model(package: ModelPackage) -> Any:

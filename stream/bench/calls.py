@@ -23,10 +23,10 @@ from models.detector import DetectorConfig, FaceDetector
 from models.geometry import Box
 from models.landmarks import FaceMesher
 from models.preprocess import CropSpec, crop_face
-from stream.encoder import EncoderSettings, vp8_codec
-from stream.feed import yuv420p_frame
-from stream.file_source import open_video
-from stream.overlay import FaceOverlay, OverlayConfig, draw_overlays
+from stream.outputs.encoder import EncoderSettings, vp8_codec
+from stream.outputs.feed import yuv420p_frame
+from stream.pipeline.overlay import FaceOverlay, OverlayConfig, draw_overlays
+from stream.sources.file_source import open_video
 
 Call = Callable[[int], object]
 """A kernel instance: call(i) runs the kernel once on input i."""
@@ -159,7 +159,7 @@ def make_to_yuv_cv2(inputs: Inputs) -> Call:
 
 def stream_encode(width: int, height: int) -> Callable[[np.ndarray, int], object]:
     """What the live path does with each drawn frame: publish it (OpenCV yuv420p) and encode it with the stream
-    encoder's VP8 settings (`stream.encoder.vp8_codec`), once for all viewers; called with (image, index)."""
+    encoder's VP8 settings (`stream.outputs.encoder.vp8_codec`), once for all viewers; called with (image, index)."""
     codec = vp8_codec(width // 2 * 2, height // 2 * 2, EncoderSettings().bitrate)
 
     def encode(image: np.ndarray, index: int) -> object:

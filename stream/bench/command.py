@@ -11,10 +11,10 @@ from pathlib import Path
 from models.classifier import Classifier
 from models.errors import FakewebError
 from models.package import ModelPackage
-from stream.benchmarks.clip import default_clip, make_face_clip
-from stream.benchmarks.report import Report
-from stream.file_source import FileSource
-from stream.pipeline import PipelineConfig
+from stream.bench.clip import default_clip, make_face_clip
+from stream.bench.report import Report
+from stream.pipeline.pipeline import PipelineConfig
+from stream.sources.file_source import FileSource
 
 LoadModel = Callable[[argparse.Namespace], Classifier]
 PipelineFor = Callable[[argparse.Namespace, Classifier], PipelineConfig]
@@ -54,7 +54,7 @@ def _batches(text: str) -> tuple[int, ...]:
 
 
 def _kernels(args: argparse.Namespace, clip: Path) -> Report:
-    from stream.benchmarks.kernels import KernelSettings, run_kernels
+    from stream.bench.kernels import KernelSettings, run_kernels
 
     settings = KernelSettings(
         clip=clip,
@@ -74,9 +74,9 @@ def _kernels(args: argparse.Namespace, clip: Path) -> Report:
 
 
 def _live(args: argparse.Namespace, clip: Path | None) -> Report:
-    from stream.benchmarks.live import LiveSettings, run_live
+    from stream.bench.live import LiveSettings, run_live
     from stream.config import BATCH_SETTINGS, FRAME_SETTINGS, MODEL_SETTINGS, ServiceConfig
-    from stream.reload import ModelHolder, verify_candidate
+    from stream.live.reload import ModelHolder, verify_candidate
 
     names = (*MODEL_SETTINGS, *FRAME_SETTINGS, *BATCH_SETTINGS, "pin_threads")
     config = ServiceConfig(
@@ -125,11 +125,11 @@ def run_benchmark(args: argparse.Namespace, load_model: LoadModel, pipeline_for:
         classifier = load_model(args)
         config = pipeline_for(args, classifier)
         if args.benchmark == "seed":
-            from stream.benchmarks.seed import run_seed
+            from stream.bench.seed import run_seed
 
             report = run_seed(clip, config, classifier, args.frames)
         else:
-            from stream.benchmarks.overhead import run_overhead
+            from stream.bench.overhead import run_overhead
 
             report = run_overhead(clip, config, classifier, args.frames, args.repeat, args.warmup)
     print(report.render())

@@ -2,7 +2,7 @@
 clips and photos as they are and placed small in larger frames (a camera a few metres away). Not part of
 `fakeweb bench`: it needs `../shared/data`. Method and results: docs/performance.md, "Detector range".
 
-    nice -n 10 python -m stream.benchmarks.detector_range [--data ../shared/data] [--every 2] [--json F]
+    nice -n 10 python -m stream.bench.detector_range [--data ../shared/data] [--every 2] [--json F]
 
 There is no ground truth: the faces to find were checked by eye (`STAGE_SHOTS`, `PHOTOS`); moving faces are
 followed by FaceMesh from a first box, and scenes built from the frames carry the boxes along. A detection finds
@@ -31,7 +31,7 @@ from models.blazeface import RawFaces, suppression_clusters, weighted_nms
 from models.detector import DetectorConfig, FaceDetector
 from models.geometry import Box, Detection
 from models.landmarks import FaceMesher
-from stream.benchmarks.procstat import load_average
+from stream.bench.procstat import load_average
 
 Scene = tuple[np.ndarray, list[Box]]
 """An RGB image and the reference boxes of the faces to find in it."""

@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from stream.benchmarks.report import Timing
+from stream.bench.report import Timing
 
 _LOW = 1e-5  # seconds: everything below lands in the first bucket
 _HIGH = 100.0  # seconds: everything above lands in the last bucket

@@ -28,8 +28,7 @@ import numpy as np
 from models.classifier import BATCH_BUCKETS, Classifier, load_classifier
 from models.detector import DetectorConfig
 from models.package import ModelPackage
-from stream.batcher import ClassifierBatcher
-from stream.benchmarks.calls import (
+from stream.bench.calls import (
     Call,
     Inputs,
     load_inputs,
@@ -47,9 +46,10 @@ from stream.benchmarks.calls import (
     python_control,
     sha256_control,
 )
-from stream.benchmarks.procstat import thread_schedstat
-from stream.benchmarks.report import Report, Table, time_kernel
-from stream.reload import ModelHolder
+from stream.bench.procstat import thread_schedstat
+from stream.bench.report import Report, Table, time_kernel
+from stream.live.batcher import ClassifierBatcher
+from stream.live.reload import ModelHolder
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """N concurrent streams paced at their frame rate through the live service, each encoded once for its viewers.
 
-The streams are built by `stream.service.LiveService` exactly as `fakeweb serve` builds them (`stream.route`): a
+The streams are built by `stream.live.service.LiveService` exactly as `fakeweb serve` builds them (`stream.live.route`): a
 worker thread per stream behind a latest-frame slot, the cross-stream `ClassifierBatcher`, the stream's
 `AnnotatedFeed` encoding VP8 once on its encoder thread. Inputs are RTSP cameras added through
 `LiveService.add_camera` (a reader thread each, as in serve) or video files paced by
@@ -31,18 +31,19 @@ import numpy as np
 from aiortc.codecs.vpx import Vp8Encoder
 from aiortc.mediastreams import MediaStreamError
 
-from stream.affinity import runs_as
-from stream.benchmarks.histogram import Histogram
-from stream.benchmarks.procstat import ProcessSampler, Sample, thread_cpu_seconds
-from stream.benchmarks.report import Report, Table
-from stream.cameras import CameraList
+from stream.bench.histogram import Histogram
+from stream.bench.procstat import ProcessSampler, Sample, thread_cpu_seconds
+from stream.bench.report import Report, Table
 from stream.config import ServiceConfig
-from stream.file_source import FileSource
-from stream.metrics import Metrics
-from stream.reload import ModelHolder
-from stream.service import LiveService, LiveStream
-from stream.timing import STAGES, StageTimes
-from stream.viewer import ViewerTrack
+from stream.live.cameras import CameraList
+from stream.live.reload import ModelHolder
+from stream.live.service import LiveService, LiveStream
+from stream.outputs.metrics import Metrics
+from stream.outputs.viewer import ViewerTrack
+from stream.runtime.affinity import RolePinning
+from stream.runtime.thread_names import FEEDER, stream_thread_name
+from stream.runtime.timing import STAGES, StageTimes
+from stream.sources.file_source import FileSource
 
 WORKER_STAGES = tuple(stage for stage in STAGES if stage != "encode")
 """Stages of the worker thread; encoding runs on each stream's encoder thread."""
@@ -153,16 +154,21 @@ class Viewer:
 
 
 class FileFeeder:
-    """A feeder thread: a looped clip paced at its frame rate, each frame offered to `submit`."""
+    """A feeder thread: a looped clip paced at its frame rate, each frame offered to `submit`; it decodes, so it
+    runs in the "codec" role of `pinning`, as a camera's reader would."""
 
-    def __init__(self, clip: Path, stream_id: str, submit: Callable[[Any], None], delay: float) -> None:
+    def __init__(
+        self, clip: Path, stream_id: str, submit: Callable[[Any], None], delay: float, pinning: RolePinning
+    ) -> None:
         self._source = FileSource(clip, stream_id, realtime=True, loop=True)
         self._submit = submit
         self._delay = delay
         self._stopping = threading.Event()
         self.frames = 0
         self._thread = threading.Thread(
-            target=runs_as("codec", self._run), name=f"feeder-{stream_id}", daemon=True
+            target=pinning.runs_as("codec", self._run),
+            name=stream_thread_name(FEEDER, stream_id),
+            daemon=True,
         )
 
     def start(self) -> None:
@@ -267,7 +273,9 @@ async def _start_streams(
             stream = service.add_fed_stream(f"bench-{index}", f"bench-{index}")
             # Staggered starts: the streams' frames interleave rather than arrive together.
             delay = index / (settings.streams * 30.0)
-            feeders[stream.stream_id] = FileFeeder(settings.clip, stream.stream_id, stream.route.offer, delay)
+            feeders[stream.stream_id] = FileFeeder(
+                settings.clip, stream.stream_id, stream.route.offer, delay, service.pinning
+            )
         else:
             described = await service.add_camera(f"bench {index}", settings.rtsp[index % len(settings.rtsp)])
             stream = service.streams[described["id"]]

@@ -4,8 +4,8 @@ One stream runs unpaced through `StreamPipeline`, each time after `warmup` untim
 timed warm too): on this thread, decoding as FileSource does and publishing and VP8-encoding each frame as the
 live path does; then threaded as the live path runs it (`threaded.run_threaded`: decode thread, worker, the
 stream's encoder thread; process CPU time of all threads), unpinned and, given two CPUs, pinned by role as
-`pin_threads = "on"` pins the service's (`stream.affinity`) and as served by default (`"auto"`: pinned while the
-load allows, `stream.cpu_split`). The runs record which kernels each frame ran
+`pin_threads = "on"` pins the service's (`stream.runtime.affinity`) and as served by default (`"auto"`: pinned while the
+load allows, `stream.runtime.cpu_split`). The runs record which kernels each frame ran
 (detector runs, faces cropped, classifier calls by batch size, FaceMesh inferences, faces drawn with a mesh or a
 box, frames encoded). Then, without the pipeline:
 - alone: each kernel is timed back to back (as in `kernels`); the expected cost of a frame is the sum of the
@@ -30,8 +30,7 @@ from typing import Any
 import numpy as np
 
 from models.classifier import Classifier
-from stream.affinity import CpuSplit
-from stream.benchmarks.calls import (
+from stream.bench.calls import (
     Call,
     Inputs,
     load_inputs,
@@ -39,14 +38,15 @@ from stream.benchmarks.calls import (
     pipeline_kernels,
     stream_encode,
 )
-from stream.benchmarks.procstat import cpu_seconds
-from stream.benchmarks.report import Report, Table, pipeline_settings, time_kernel
-from stream.benchmarks.threaded import run_threaded
-from stream.cpu_split import start_pinning, stop_pinning
-from stream.file_source import FileSource
-from stream.overlay import OverlayConfig, wants_mesh
-from stream.pipeline import FrameResult, PipelineConfig, StreamPipeline
-from stream.timing import StageTimes
+from stream.bench.procstat import cpu_seconds
+from stream.bench.report import Report, Table, pipeline_settings, time_kernel
+from stream.bench.threaded import run_threaded
+from stream.pipeline.overlay import OverlayConfig, wants_mesh
+from stream.pipeline.pipeline import FrameResult, PipelineConfig, StreamPipeline
+from stream.runtime.affinity import CpuSplit, RolePinning
+from stream.runtime.cpu_split import start_pinning, stop_pinning
+from stream.runtime.timing import StageTimes
+from stream.sources.file_source import FileSource
 
 _COMPONENTS = ("decode", "detect", "track", "crop", "classify", "mesh", "draw", "encode")
 
@@ -176,11 +176,12 @@ def run_live_threads(
         if result.index >= warmup:
             counts.update(calls)
 
-    splitter = start_pinning(pin, frozenset(os.sched_getaffinity(0)))
+    pinning = RolePinning()
+    splitter = start_pinning(pin, frozenset(os.sched_getaffinity(0)), pinning)
     try:
-        run = run_threaded(clip, frames, pipeline, warmup, on_processed)
+        run = run_threaded(clip, frames, pipeline, warmup, on_processed, pinning)
     finally:
-        stop_pinning(splitter)
+        stop_pinning(splitter, pinning)
         pipeline.close()
     counts["decode"], counts["encode"] = run.processed, len(run.delivered)
     return counts, run.cpu_seconds, 0 if splitter is None else splitter.switches

@@ -1,4 +1,4 @@
-"""Process CPU time, memory and per-thread CPU (Linux `stream.procfs`), sampled on a background thread.
+"""Process CPU time, memory and per-thread CPU (Linux `stream.runtime.procfs`), sampled on a background thread.
 
 No psutil: this process's stat gives user + system ticks, its statm the resident pages, and each thread's stat
 its ticks, matched to Python threads by `Thread.native_id`. Every reader takes the `proc` to read (default the
@@ -12,8 +12,8 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass
 
-from stream.procfs import PROCFS, Procfs
-from stream.thread_names import thread_kind
+from stream.runtime.procfs import PROCFS, Procfs
+from stream.runtime.thread_names import thread_kind
 
 _POOLS = ("asyncio_", "ThreadPoolExecutor-")
 """Name prefixes of Python's thread pools, whose threads are counted together (one name per slot)."""

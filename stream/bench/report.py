@@ -15,11 +15,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from stream.benchmarks.procstat import load_average
+from stream.bench.procstat import load_average
 
 if TYPE_CHECKING:
     from models.classifier import Classifier
-    from stream.pipeline import PipelineConfig
+    from stream.pipeline.pipeline import PipelineConfig
 
 _PACKAGES = ("tensorflow-cpu", "mediapipe", "av", "aiortc", "opencv-contrib-python", "numpy")
 

@@ -19,14 +19,14 @@ import numpy as np
 from aiortc.codecs.vpx import Vp8Encoder
 
 from models.classifier import Classifier
-from stream.baseline import SeedPipeline
-from stream.benchmarks.calls import VIDEO_TIME_BASE
-from stream.benchmarks.report import Report, Table, pipeline_settings
-from stream.benchmarks.threaded import run_threaded
-from stream.file_source import FileSource
-from stream.frames import Frame
-from stream.pipeline import PipelineConfig, StreamPipeline
-from stream.timing import STAGES, StageTimes
+from stream.bench.baseline import SeedPipeline
+from stream.bench.calls import VIDEO_TIME_BASE
+from stream.bench.report import Report, Table, pipeline_settings
+from stream.bench.threaded import run_threaded
+from stream.pipeline.pipeline import PipelineConfig, StreamPipeline
+from stream.runtime.timing import STAGES, StageTimes
+from stream.sources.file_source import FileSource
+from stream.sources.frames import Frame
 
 ProcessFn = Callable[[Frame, StageTimes], int]
 """Annotates one frame in place, timing its stages; returns the number of faces found."""

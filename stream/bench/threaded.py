@@ -5,7 +5,7 @@ given directly, where the service goes through its `ClassifierBatcher`), and eac
 published as yuv420p to the stream's `StreamEncoder`, which encodes the newest frame on its own thread. The decode
 thread hands frames over a two-frame queue and waits when it is full (a file, unlike a camera, can wait), so
 every frame is processed; the encoder keeps the newest frame, as live, so a few may be replaced unencoded.
-With `affinity.pin_threads` set, the threads are pinned by role as the service's are (this one as a worker).
+Given a `RolePinning` with a split, the threads are pinned by role as the service's are (this one as a worker).
 """
 
 from __future__ import annotations
@@ -17,13 +17,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from stream.affinity import role, runs_as
-from stream.encoder import EncodedFrame, StreamEncoder
-from stream.feed import yuv420p_frame
-from stream.file_source import FileSource
-from stream.frames import Frame
-from stream.pipeline import FrameResult, StreamPipeline
-from stream.timing import StageTimes
+from stream.outputs.encoder import EncodedFrame, StreamEncoder
+from stream.outputs.feed import yuv420p_frame
+from stream.pipeline.pipeline import FrameResult, StreamPipeline
+from stream.runtime.affinity import RolePinning
+from stream.runtime.timing import StageTimes
+from stream.sources.file_source import FileSource
+from stream.sources.frames import Frame
 
 _DRAIN_SECONDS = 10.0
 """How long to wait for the encoder to finish the submitted frames (one it failed on never finishes)."""
@@ -49,13 +49,16 @@ def run_threaded(
     pipeline: StreamPipeline,
     warmup: int = 0,
     on_processed: Callable[[FrameResult], None] | None = None,
+    pinning: RolePinning | None = None,
 ) -> ThreadedRun:
     """`warmup` frames of `clip` (looped), then `frames` measured ones; see the module doc.
 
     The measurement starts once the warm-up frames are decoded, processed and encoded, with the decode thread
     held before the first measured frame. `on_processed` sees every frame's result (warm-up ones too: their
-    `index` is below `warmup`) on this thread, right after the pipeline.
+    `index` is below `warmup`) on this thread, right after the pipeline. The threads run in their roles of
+    `pinning` (unpinned without one).
     """
+    pinning = pinning or RolePinning()
     handoff: queue.Queue[tuple[Frame, StageTimes] | None] = queue.Queue(maxsize=2)
     stop, measuring = threading.Event(), threading.Event()
 
@@ -89,14 +92,14 @@ def run_threaded(
         if encoded.capture_time >= warmup:
             delivered.append(times)
 
-    encoder = StreamEncoder("fakeweb", on_frame, on_encode=encode_seconds.append)
-    decoder = threading.Thread(target=runs_as("codec", decode), name="bench-decode", daemon=True)
+    encoder = StreamEncoder("fakeweb", on_frame, on_encode=encode_seconds.append, pinning=pinning)
+    decoder = threading.Thread(target=pinning.runs_as("codec", decode), name="bench-decode", daemon=True)
     faces = processed = dropped_in_warmup = 0
     started, cpu_started = time.perf_counter(), time.process_time()
     encoder.start()
     decoder.start()
     try:
-        with role("model"):  # this thread is the worker
+        with pinning.role("model"):  # this thread is the worker
             if warmup == 0:
                 measuring.set()
             while (item := handoff.get()) is not None:

@@ -1,8 +1,8 @@
 """`fakeweb`: the command line, composed from serving's commands and training's.
 
-    fakeweb run      annotate a video file             stream.cli.run       -> stream.run_file
-    fakeweb serve    the live service                  stream.cli.serve     -> stream.serve
-    fakeweb bench    the performance suite             stream.cli.bench     -> stream.benchmarks
+    fakeweb run      annotate a video file             stream.cli.run       -> stream.cli.run_file
+    fakeweb serve    the live service                  stream.cli.serve     -> stream.live.serve
+    fakeweb bench    the performance suite             stream.cli.bench     -> stream.bench
     fakeweb train    train a model                     stream.cli.training  -> training.train
     fakeweb eval     evaluate a model                  stream.cli.training  -> training.evaluate
 

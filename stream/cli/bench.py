@@ -1,4 +1,4 @@
-"""`fakeweb bench BENCHMARK [CLIP]`: the performance suite (docs/performance.md, `stream.benchmarks`)."""
+"""`fakeweb bench BENCHMARK [CLIP]`: the performance suite (docs/performance.md, `stream.bench`)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from stream.config import BATCH_SETTINGS
 
 def run_bench(args: argparse.Namespace) -> int:
     """Run the benchmark `args` name."""
-    from stream.benchmarks.command import run_benchmark
+    from stream.bench.command import run_benchmark
 
     return run_benchmark(args, load_model, pipeline_config)
 

@@ -12,11 +12,11 @@ from models.errors import FakewebError
 from models.package import DEFAULT_PACKAGE_DIR, ModelPackage
 from stream.cli.settings_flags import add_setting_arguments
 from stream.config import MODEL_SETTINGS, PIPELINE_SETTINGS
-from stream.scoring import SETTINGS as SCORING_SETTINGS
-from stream.scoring import ScoringConfig
+from stream.pipeline.scoring import SETTINGS as SCORING_SETTINGS
+from stream.pipeline.scoring import ScoringConfig
 
 if TYPE_CHECKING:
-    from stream.pipeline import PipelineConfig
+    from stream.pipeline.pipeline import PipelineConfig
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -31,7 +31,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
     """The per-frame settings (`stream.config.FRAME_SETTINGS`), with their defaults."""
     add_setting_arguments(parser.add_argument_group("pipeline"), PIPELINE_SETTINGS, defaults=True)
-    verdicts = parser.add_argument_group("verdicts (docs/operations.md, stream/scoring.py)")
+    verdicts = parser.add_argument_group("verdicts (docs/operations.md, stream/pipeline/scoring.py)")
     add_setting_arguments(verdicts, SCORING_SETTINGS, defaults=True)
 
 
@@ -43,7 +43,7 @@ def load_model(args: argparse.Namespace) -> Classifier:
 def pipeline_config(args: argparse.Namespace, classifier: Classifier) -> PipelineConfig:
     """The pipeline of a video file, as the flags say, for `classifier`'s model."""
     # Imported here: MediaPipe imports TensorFlow, which usage errors and --help should not wait for.
-    from stream.pipeline import PipelineConfig
+    from stream.pipeline.pipeline import PipelineConfig
 
     manifest = classifier.package.manifest
     return PipelineConfig.from_settings(args, manifest.crop, scoring_config(args, manifest.threshold), "file")

@@ -16,7 +16,7 @@ from stream.cli.pipeline_options import (
     pipeline_config,
     scoring_config,
 )
-from stream.scoring import ScoringConfig
+from stream.pipeline.scoring import ScoringConfig
 
 VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv")
 
@@ -42,7 +42,7 @@ def add_run_parser(commands: Any) -> None:
 
 def check_input(path: Path) -> None:
     """Fail fast, before the model loads, when `path` is not a readable video (InputError)."""
-    from stream.file_source import FileSource
+    from stream.sources.file_source import FileSource
 
     FileSource(path).close()
 
@@ -65,8 +65,8 @@ def run_file(args: argparse.Namespace) -> int:
     check_output(Path(args.output), VIDEO_SUFFIXES, Path(args.input))
     if args.results:
         check_output(Path(args.results), None, Path(args.input))
-    from stream.metrics import Metrics, start_metrics_server
-    from stream.run_file import annotate_file
+    from stream.cli.run_file import annotate_file
+    from stream.outputs.metrics import Metrics, start_metrics_server
 
     with contextlib.ExitStack() as stack:
         metrics = None

@@ -1,7 +1,7 @@
 """`fakeweb run`: annotate a video file frame by frame into an H.264 file and a JSON-lines result log.
 
 The file's frames go through the pipeline one by one (no thread, no frame dropped) to the same fan-out of outputs
-as a live stream's (`stream.fanout`): the video file, the metrics, the results file and the run's summary.
+as a live stream's (`stream.outputs.fanout`): the video file, the metrics, the results file and the run's summary.
 """
 
 from __future__ import annotations
@@ -17,13 +17,13 @@ import numpy as np
 from tqdm import tqdm
 
 from models.classifier import Classifier
-from stream.fanout import Fanout, FrameMetrics
-from stream.file_source import FileSource
-from stream.frames import Frame
-from stream.metrics import FILE_LABEL, Metrics
-from stream.pipeline import ClassifyFn, FrameResult, PipelineConfig, StreamPipeline
-from stream.sinks import JsonlResultSink, VideoFileSink
-from stream.timing import StageTimes
+from stream.outputs.fanout import Fanout, FrameMetrics
+from stream.outputs.metrics import FILE_LABEL, Metrics
+from stream.outputs.sinks import JsonlResultSink, VideoFileSink
+from stream.pipeline.pipeline import ClassifyFn, FrameResult, PipelineConfig, StreamPipeline
+from stream.runtime.timing import StageTimes
+from stream.sources.file_source import FileSource
+from stream.sources.frames import Frame
 
 
 @dataclass

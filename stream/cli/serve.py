@@ -58,7 +58,7 @@ def serve_live(args: argparse.Namespace) -> int:
     # should not wait for.
     import asyncio
 
-    from stream.serve import run_service
+    from stream.live.serve import run_service
 
     asyncio.run(run_service(config))
     return 0

@@ -14,9 +14,9 @@ from aiohttp import web
 from aiortc import RTCSessionDescription
 
 from models.errors import FakewebError
-from stream.cameras import CameraConfigError, CameraNameTaken, CameraStorageError
-from stream.openapi import OPENAPI
-from stream.service import BadOffer, LimitReached, LiveService, NotFound
+from stream.live.cameras import CameraConfigError, CameraNameTaken, CameraStorageError
+from stream.live.openapi import OPENAPI
+from stream.live.service import BadOffer, LimitReached, LiveService, NotFound
 
 logger = logging.getLogger(__name__)
 
@@ -119,7 +119,7 @@ def parse_offer(data: dict[str, Any]) -> RTCSessionDescription:
 
 
 def _page(name: str) -> str:
-    return resources.files("stream").joinpath("web").joinpath(name).read_text(encoding="utf-8")
+    return resources.files("stream.live").joinpath("web").joinpath(name).read_text(encoding="utf-8")
 
 
 def login_form(status: int = 200, message: str = "") -> web.Response:

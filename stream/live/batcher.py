@@ -18,8 +18,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from stream.affinity import runs_as
-from stream.reload import ModelHolder
+from stream.live.reload import ModelHolder
+from stream.runtime.affinity import RolePinning
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +70,7 @@ class ClassifierBatcher:
     """Batches `classify` calls from many threads into single `predict` calls on the holder's classifier.
 
     `on_batch(size, seconds)` is called from the batcher thread after each successful predict (for metrics).
+    The batcher thread runs in the "model" role of `pinning` (unpinned without one).
     """
 
     def __init__(
@@ -78,6 +79,7 @@ class ClassifierBatcher:
         max_batch: int = DEFAULT_MAX_BATCH,
         max_wait: float = DEFAULT_MAX_WAIT_S,
         on_batch: Callable[[int, float], None] | None = None,
+        pinning: RolePinning | None = None,
     ) -> None:
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
@@ -87,6 +89,7 @@ class ClassifierBatcher:
         self.max_batch = max_batch
         self.max_wait = max_wait
         self.on_batch = on_batch
+        self._pinning = pinning or RolePinning()
         self._queue: queue.SimpleQueue[_Request | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._accepting = False
@@ -109,7 +112,7 @@ class ClassifierBatcher:
             if self._thread is not None or self._closed:
                 raise RuntimeError("a ClassifierBatcher can be started only once")
             self._thread = threading.Thread(
-                target=runs_as("model", self._run), name="classifier-batcher", daemon=True
+                target=self._pinning.runs_as("model", self._run), name="classifier-batcher", daemon=True
             )
             self._accepting = True
             self._thread.start()

@@ -20,7 +20,7 @@ from pathlib import Path
 from urllib.parse import SplitResult, urlsplit
 
 from models.errors import FakewebError
-from stream.rtsp import redact_url
+from stream.sources.rtsp import redact_url
 
 MAX_NAME_LENGTH = 80
 API_SCHEMES = ("rtsp", "rtsps")

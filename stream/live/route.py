@@ -20,22 +20,24 @@ import time
 import av
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from stream.encoder import EncoderSettings
-from stream.fanout import Fanout, FrameMetrics
-from stream.feed import AnnotatedFeed
-from stream.frames import DecodedFrame
-from stream.metrics import Metrics
-from stream.pipeline import StreamPipeline
-from stream.rtsp import RtspCamera, RtspConfig
-from stream.verdicts import VerdictChannels
-from stream.worker import FairGate, FrameInput, StreamWorker
+from stream.live.worker import FairGate, FrameInput, StreamWorker
+from stream.outputs.encoder import EncoderSettings
+from stream.outputs.fanout import Fanout, FrameMetrics
+from stream.outputs.feed import AnnotatedFeed
+from stream.outputs.metrics import Metrics
+from stream.outputs.verdicts import VerdictChannels
+from stream.pipeline.pipeline import StreamPipeline
+from stream.runtime.affinity import RolePinning
+from stream.sources.frames import DecodedFrame
+from stream.sources.rtsp import RtspCamera, RtspConfig
 
 
 class StreamRoute:
     """One stream's frames from its source to its outputs: `start` it, give it a source, `stop` it.
 
     `loop` is the service's event loop (viewers and data channels live there); `label` names the stream in the
-    metrics; `gate` is shared by every stream's worker.
+    metrics; `gate` is shared by every stream's worker; `pinning` places the threads the route starts (worker,
+    encoder, camera reader) by role, unpinned without one.
     """
 
     def __init__(
@@ -46,8 +48,10 @@ class StreamRoute:
         metrics: Metrics,
         encoder: EncoderSettings,
         gate: FairGate | None = None,
+        pinning: RolePinning | None = None,
     ) -> None:
         self.stream_id = pipeline.stream_id
+        self.pinning = pinning or RolePinning()
         frame_metrics = FrameMetrics(metrics, label)
         self.feed = AnnotatedFeed(
             loop,
@@ -55,10 +59,11 @@ class StreamRoute:
             encoder,
             on_ready=frame_metrics.observe_end_to_end,  # capture to encoded for the viewers
             on_encode=metrics.observe_encode,
+            pinning=self.pinning,
         )
         self.verdicts = VerdictChannels(loop, self.stream_id)
         self.outputs = Fanout(self.stream_id, [self.feed, frame_metrics, self.verdicts])
-        self.worker = StreamWorker(pipeline, self.outputs.on_result, gate)
+        self.worker = StreamWorker(pipeline, self.outputs.on_result, gate, self.pinning)
         self.reader: RtspCamera | None = None
 
     def start(self) -> None:
@@ -79,6 +84,7 @@ class StreamRoute:
             on_state=self.verdicts.on_camera_state,
             config=config,
             on_placeholder=self.feed.publish,
+            pinning=self.pinning,
         )
         self.reader.start()
 

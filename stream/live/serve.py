@@ -18,12 +18,12 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from models.package import ModelPackage
 from models.store import open_store
-from stream.app import create_app
-from stream.cameras import CameraList
 from stream.config import ServiceConfig, make_data_dir
-from stream.metrics import Metrics, metrics_handler
-from stream.reload import ModelHolder, ModelWatcher, parse_model_ref, verify_candidate
-from stream.service import LiveService
+from stream.live.app import create_app
+from stream.live.cameras import CameraList
+from stream.live.reload import ModelHolder, ModelWatcher, parse_model_ref, verify_candidate
+from stream.live.service import LiveService
+from stream.outputs.metrics import Metrics, metrics_handler
 
 logger = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """The live service: streams (browser webcams and RTSP cameras), their peers and viewers, limits, the camera list
 and the services all streams share.
 
-The event loop does I/O only. Each stream's frames follow its `StreamRoute` (`stream.route`: source -> worker ->
+The event loop does I/O only. Each stream's frames follow its `StreamRoute` (`stream.live.route`: source -> worker ->
 pipeline -> outputs); classification of all streams goes through one `ClassifierBatcher`; annotated frames are
 encoded once per stream and every viewer's `ViewerTrack` hands the same VP8 packets to its sender.
 """
@@ -24,22 +24,22 @@ from aiortc.mediastreams import MediaStreamTrack
 
 from models.errors import FakewebError
 from models.manifest import Manifest
-from stream.affinity import CpuSplit
-from stream.batcher import ClassifierBatcher
-from stream.cameras import Camera, CameraList
 from stream.config import ServiceConfig
-from stream.cpu_split import CpuSplitter, RoleLoad, start_pinning, stop_pinning
-from stream.encoder import EncoderSettings
-from stream.feed import AnnotatedFeed
-from stream.metrics import Metrics, StreamLabels
-from stream.pipeline import PipelineConfig, StreamPipeline
-from stream.reload import ModelHolder
-from stream.route import StreamRoute
-from stream.rtsp import CameraState, RtspCamera, RtspConfig
-from stream.scoring import ScoringConfig
-from stream.verdicts import face_json
-from stream.viewer import ViewerTrack, offers_vp8, send_to
-from stream.worker import FairGate, StreamWorker
+from stream.live.batcher import ClassifierBatcher
+from stream.live.cameras import Camera, CameraList
+from stream.live.reload import ModelHolder
+from stream.live.route import StreamRoute
+from stream.live.worker import FairGate, StreamWorker
+from stream.outputs.encoder import EncoderSettings
+from stream.outputs.feed import AnnotatedFeed
+from stream.outputs.metrics import Metrics, StreamLabels
+from stream.outputs.verdicts import face_json
+from stream.outputs.viewer import ViewerTrack, offers_vp8, send_to
+from stream.pipeline.pipeline import PipelineConfig, StreamPipeline
+from stream.pipeline.scoring import ScoringConfig
+from stream.runtime.affinity import CpuSplit, RolePinning
+from stream.runtime.cpu_split import CpuSplitter, RoleLoad, start_pinning, stop_pinning
+from stream.sources.rtsp import CameraState, RtspCamera, RtspConfig
 
 logger = logging.getLogger(__name__)
 
@@ -161,9 +161,10 @@ async def _close_quietly(peer: RTCPeerConnection) -> None:
             continue
 
 
-def _pin_by_role(mode: str, on_change: Callable[[bool], None]) -> CpuSplitter | None:
-    """Start pinning the service's threads by role over the CPUs this process may use (`pin_threads`): logs the
-    split, reports the state to `on_change` now and at each switch, and returns the `auto` mode's splitter."""
+def _pin_by_role(mode: str, pinning: RolePinning, on_change: Callable[[bool], None]) -> CpuSplitter | None:
+    """Start pinning the service's threads (`pinning`) by role over the CPUs this process may use
+    (`pin_threads`): logs the split, reports the state to `on_change` now and at each switch, and returns the
+    `auto` mode's splitter."""
     cpus = frozenset(os.sched_getaffinity(0))
     split = CpuSplit.of(cpus)
     if mode == "off" or split is None:
@@ -186,7 +187,7 @@ def _pin_by_role(mode: str, on_change: Callable[[bool], None]) -> CpuSplitter | 
             logger.info("a role starves while the other has room: threads share every CPU (%s)", load)
         on_change(pinned)
 
-    return start_pinning(mode, cpus, report)
+    return start_pinning(mode, cpus, pinning, report)
 
 
 class LiveService:
@@ -200,11 +201,14 @@ class LiveService:
         self.metrics = metrics
         self.cameras = cameras
         self.labels = StreamLabels()
+        self.pinning = RolePinning()
+        """Where the service's threads run by role (`pin_threads`); unpinned until `start`."""
         self.batcher = ClassifierBatcher(
             holder,
             max_batch=config.batch_max_size,
             max_wait=config.batch_max_wait_ms / 1000.0,
             on_batch=metrics.observe_batch,
+            pinning=self.pinning,
         )
         self.gate = FairGate(config.max_parallel_frames or len(os.sched_getaffinity(0)))
         """Permits to process a frame, shared by every stream's worker (see `stream.worker`)."""
@@ -224,7 +228,7 @@ class LiveService:
     # -- lifecycle ---------------------------------------------------------------------------------------------
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self._splitter = _pin_by_role(self.config.pin_threads, self.metrics.set_threads_pinned)
+        self._splitter = _pin_by_role(self.config.pin_threads, self.pinning, self.metrics.set_threads_pinned)
         self.batcher.start()
         cameras = self.cameras.all()
         if len(cameras) > self.config.max_streams:
@@ -254,7 +258,7 @@ class LiveService:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self.batcher.stop()
-        stop_pinning(self._splitter)
+        stop_pinning(self._splitter, self.pinning)
         self.metrics.set_threads_pinned(False)
 
     @property
@@ -297,7 +301,7 @@ class LiveService:
             stream_id, self._pipeline_config(kind), self.batcher.classify, scoring=self._scoring_config
         )
         encoder = EncoderSettings(bitrate=self.config.video_bitrate_kbps * 1000)
-        route = StreamRoute(pipeline, label, self._loop, self.metrics, encoder, self.gate)
+        route = StreamRoute(pipeline, label, self._loop, self.metrics, encoder, self.gate, self.pinning)
         stream = LiveStream(stream_id, kind, name, label, route, camera)
         self.streams[stream_id] = stream
         route.start()
@@ -338,7 +342,7 @@ class LiveService:
         return stream
 
     def add_fed_stream(self, stream_id: str, name: str) -> LiveStream:
-        """A stream processed as a camera's, whose frames the caller offers (`stream.route.offer`): the live
+        """A stream processed as a camera's, whose frames the caller offers (`StreamRoute.offer`): the live
         benchmark's feeders. It counts against `max_streams` and is removed like any other."""
         return self._create_stream(stream_id, "camera", name, None)
 

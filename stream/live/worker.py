@@ -20,11 +20,12 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from stream.affinity import runs_as
-from stream.frames import DecodedFrame, Frame
-from stream.latest import LatestSlot, SlotClosed
-from stream.pipeline import FaceResult, FrameResult, StreamPipeline
-from stream.timing import StageTimes
+from stream.pipeline.pipeline import FaceResult, FrameResult, StreamPipeline
+from stream.runtime.affinity import RolePinning
+from stream.runtime.latest import LatestSlot, SlotClosed
+from stream.runtime.thread_names import WORKER, stream_thread_name
+from stream.runtime.timing import StageTimes
+from stream.sources.frames import DecodedFrame, Frame
 
 logger = logging.getLogger(__name__)
 
@@ -90,16 +91,25 @@ class FairGate:
 
 
 class StreamWorker:
-    """Runs `pipeline` over the newest frames put into `submit`, calling `on_output` for each processed frame."""
+    """Runs `pipeline` over the newest frames put into `submit`, calling `on_output` for each processed frame, on
+    thread `worker-<stream id>` in the "model" role of `pinning` (unpinned without one)."""
 
-    def __init__(self, pipeline: StreamPipeline, on_output: OutputFn, gate: FairGate | None = None) -> None:
+    def __init__(
+        self,
+        pipeline: StreamPipeline,
+        on_output: OutputFn,
+        gate: FairGate | None = None,
+        pinning: RolePinning | None = None,
+    ) -> None:
         self.pipeline = pipeline
         self._gate = gate
         self.stream_id = pipeline.stream_id
         self._on_output = on_output
         self._slot: LatestSlot[FrameInput] = LatestSlot()
         self._thread = threading.Thread(
-            target=runs_as("model", self._run), name=f"worker-{self.stream_id}", daemon=True
+            target=(pinning or RolePinning()).runs_as("model", self._run),
+            name=stream_thread_name(WORKER, self.stream_id),
+            daemon=True,
         )
         self.stats = StreamStats()
 

@@ -19,8 +19,9 @@ from dataclasses import dataclass
 import av
 from av.video.codeccontext import VideoCodecContext
 
-from stream.affinity import runs_as
-from stream.latest import LatestSlot, SlotClosed
+from stream.runtime.affinity import RolePinning
+from stream.runtime.latest import LatestSlot, SlotClosed
+from stream.runtime.thread_names import ENCODER, stream_thread_name
 
 logger = logging.getLogger(__name__)
 
@@ -96,7 +97,8 @@ def vp8_codec(width: int, height: int, bitrate: int) -> VideoCodecContext:
 class StreamEncoder:
     """Encodes the newest submitted yuv420p frame on thread `encoder-<name>`, handing each packet to `on_frame`.
 
-    `on_frame` and `on_encode` (seconds of one encode) run on the encoder thread. `clock` is injectable for tests.
+    `on_frame` and `on_encode` (seconds of one encode) run on the encoder thread, in the "codec" role of `pinning`
+    (unpinned without one). `clock` is injectable for tests.
     """
 
     def __init__(
@@ -106,6 +108,7 @@ class StreamEncoder:
         settings: EncoderSettings | None = None,
         on_encode: Callable[[float], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        pinning: RolePinning | None = None,
     ) -> None:
         self.settings = settings or EncoderSettings()
         self.stats = EncoderStats()
@@ -115,7 +118,9 @@ class StreamEncoder:
         self._slot: LatestSlot[tuple[av.VideoFrame, float]] = LatestSlot()
         self._keyframe_wanted = threading.Event()
         self._thread = threading.Thread(
-            target=runs_as("codec", self._run), name=f"encoder-{name}", daemon=True
+            target=(pinning or RolePinning()).runs_as("codec", self._run),
+            name=stream_thread_name(ENCODER, name),
+            daemon=True,
         )
         self._codec: VideoCodecContext | None = None
         self._origin: float | None = None

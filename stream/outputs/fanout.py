@@ -14,9 +14,9 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from stream.frames import Frame
-    from stream.metrics import Metrics
-    from stream.pipeline import FrameResult
+    from stream.outputs.metrics import Metrics
+    from stream.pipeline.pipeline import FrameResult
+    from stream.sources.frames import Frame
 
 logger = logging.getLogger(__name__)
 

@@ -2,8 +2,8 @@
 
 `publish` (any thread: the worker's annotated frames, a camera's placeholders) converts the image to yuv420p and
 hands it to the stream's `StreamEncoder` (the newest frame wins), only while someone watches; as a `ResultSink`
-(`stream.fanout`) the feed publishes every processed frame. Encoded frames come back to the event loop, where the last
-`backlog` of them wait for the viewers' tracks (`stream.viewer.ViewerTrack`), which take them in order or skip to a
+(`stream.outputs.fanout`) the feed publishes every processed frame. Encoded frames come back to the event loop, where the last
+`backlog` of them wait for the viewers' tracks (`stream.outputs.viewer.ViewerTrack`), which take them in order or skip to a
 keyframe.
 """
 
@@ -20,11 +20,12 @@ import cv2
 import numpy as np
 from aiortc.mediastreams import MediaStreamError
 
-from stream.encoder import EncodedFrame, EncoderSettings, StreamEncoder
-from stream.frames import Frame
+from stream.outputs.encoder import EncodedFrame, EncoderSettings, StreamEncoder
+from stream.runtime.affinity import RolePinning
+from stream.sources.frames import Frame
 
 if TYPE_CHECKING:
-    from stream.pipeline import FrameResult
+    from stream.pipeline.pipeline import FrameResult
 
 DEFAULT_BACKLOG = 3
 """Encoded frames kept for viewers (100 ms at 30 fps): a viewer delayed by a short event-loop stall catches up in
@@ -47,6 +48,7 @@ class AnnotatedFeed:
     """The encoded annotated video of one stream. `publish` is called from any thread; the rest on the loop.
 
     `on_ready(seconds)` runs on the loop once per encoded frame: capture to encoded and ready for every viewer.
+    The encoder's thread runs in the "codec" role of `pinning` (unpinned without one).
     """
 
     def __init__(
@@ -57,11 +59,12 @@ class AnnotatedFeed:
         on_ready: Callable[[float], None] | None = None,
         on_encode: Callable[[float], None] | None = None,
         backlog: int = DEFAULT_BACKLOG,
+        pinning: RolePinning | None = None,
     ) -> None:
         if backlog < 1:
             raise ValueError(f"backlog must be >= 1, got {backlog}")
         self._loop = loop
-        self.encoder = StreamEncoder(name, self._from_encoder, settings, on_encode)
+        self.encoder = StreamEncoder(name, self._from_encoder, settings, on_encode, pinning=pinning)
         self._on_ready = on_ready
         self._backlog: deque[EncodedFrame] = deque(maxlen=backlog)
         self._newest = -1

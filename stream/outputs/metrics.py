@@ -21,8 +21,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 from prometheus_client.aiohttp import make_aiohttp_handler
 
 from models.errors import FakewebError
-from stream.scoring import Verdict
-from stream.timing import STAGES, StageTimes
+from stream.pipeline.scoring import Verdict
+from stream.runtime.timing import STAGES, StageTimes
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ BATCH_SIZE_BUCKETS = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
 
 FRAME_OUTCOMES = ("processed", "dropped_stale", "dropped_overload", "decode_error")
 STREAM_STATES = ("connecting", "live", "reconnecting", "offline")
-"""The values of `stream.rtsp.CameraState`; browser and file streams are connecting or live."""
+"""The values of `stream.sources.rtsp.CameraState`; browser and file streams are connecting or live."""
 QUEUE_STAGES = ("detect", "classify")
 """Where items wait: frames before a stream's pipeline, crops before the classifier batcher."""
 MODEL_RELOAD_RESULTS = ("swapped", "rejected")
@@ -283,7 +283,7 @@ class Metrics:
         self._model_loaded.set(1 if loaded else 0)
 
     def set_threads_pinned(self, pinned: bool) -> None:
-        """Whether the threads are pinned by role now (`pin_threads`, `stream.cpu_split`)."""
+        """Whether the threads are pinned by role now (`pin_threads`, `stream.runtime.cpu_split`)."""
         self._threads_pinned.set(1 if pinned else 0)
 
     def count_model_reload(self, result: Literal["swapped", "rejected"]) -> None:

@@ -1,5 +1,5 @@
 """Outputs of a file run: the annotated video as H.264 MP4, and per-face results as JSON lines; each is a
-`ResultSink` (`stream.fanout`)."""
+`ResultSink` (`stream.outputs.fanout`)."""
 
 from __future__ import annotations
 
@@ -16,11 +16,11 @@ import av
 import numpy as np
 from av.video.stream import VideoStream
 
-from stream.file_source import VideoInfo
+from stream.sources.file_source import VideoInfo
 
 if TYPE_CHECKING:
-    from stream.frames import Frame
-    from stream.pipeline import FrameResult
+    from stream.pipeline.pipeline import FrameResult
+    from stream.sources.frames import Frame
 
 logger = logging.getLogger(__name__)
 

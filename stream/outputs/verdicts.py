@@ -1,6 +1,6 @@
 """A stream's face verdicts for its viewers: one JSON message per processed frame on their WebRTC data channels.
 
-`VerdictChannels` is a `ResultSink` (`stream.fanout`) called on the worker thread; messages are sent on the event
+`VerdictChannels` is a `ResultSink` (`stream.outputs.fanout`) called on the worker thread; messages are sent on the event
 loop, and only to open channels whose send buffer is not backed up (a slow viewer misses messages, it never
 delays the others).
 """
@@ -14,11 +14,11 @@ from typing import TYPE_CHECKING, Any
 
 from aiortc import RTCDataChannel
 
-from stream.rtsp import CameraState
+from stream.sources.rtsp import CameraState
 
 if TYPE_CHECKING:
-    from stream.frames import Frame
-    from stream.pipeline import FaceResult, FrameResult
+    from stream.pipeline.pipeline import FaceResult, FrameResult
+    from stream.sources.frames import Frame
 
 MAX_BUFFERED_BYTES = 256 * 1024
 """A channel with more than this waiting to be sent skips messages until it has caught up."""

@@ -14,8 +14,8 @@ import av
 from aiortc import RTCPeerConnection, RTCRtpSender
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from stream.encoder import EncodedFrame
-from stream.feed import AnnotatedFeed
+from stream.outputs.encoder import EncodedFrame
+from stream.outputs.feed import AnnotatedFeed
 
 VP8_ONLY = [
     codec

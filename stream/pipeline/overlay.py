@@ -36,7 +36,7 @@ class FaceOverlay:
     """What to draw for one tracked face.
 
     `verdict` is one of `VERDICT_COLOURS` ("unknown", "real", "suspect", "manipulated"); `probability` is the
-    score the verdict was decided on (`stream.scoring`: the smoothed probability), None exactly when the verdict
+    score the verdict was decided on (`stream.pipeline.scoring`: the smoothed probability), None exactly when the verdict
     is "unknown"; `landmarks` are (468, 2) frame pixels, or None when not computed.
     """
 

@@ -5,7 +5,7 @@ thread-safe) and is called from one thread. Classification is a callable passed 
 classifier directly while the live service routes crops through its cross-stream batcher.
 
 The probability a face carries (in `FaceResult`, on the overlay label) is its smoothed score, the one its verdict
-is decided on, and None while the verdict is "unknown" (`stream.scoring`). When the model can change under the
+is decided on, and None while the verdict is "unknown" (`stream.pipeline.scoring`). When the model can change under the
 pipeline (hot reload), a `ScoringSource` gives the scoring settings of the model in use, checked on every frame:
 when they change (a new threshold), every track's score restarts, as the old model's evidence does not carry
 over.
@@ -24,11 +24,11 @@ from models.detector import DetectorConfig, FaceDetector, SourceKind, range_for
 from models.geometry import Box
 from models.landmarks import FaceMesher
 from models.preprocess import CropSpec, crop_face
-from stream.frames import Frame
-from stream.overlay import FaceOverlay, MeshFor, OverlayConfig, draw_overlays, wants_mesh
-from stream.scoring import ScoringConfig, TrackScorer
-from stream.timing import StageTimes
-from stream.tracker import IouTracker, TrackerConfig, TrackState
+from stream.pipeline.overlay import FaceOverlay, MeshFor, OverlayConfig, draw_overlays, wants_mesh
+from stream.pipeline.scoring import ScoringConfig, TrackScorer
+from stream.pipeline.tracker import IouTracker, TrackerConfig, TrackState
+from stream.runtime.timing import StageTimes
+from stream.sources.frames import Frame
 
 logger = logging.getLogger(__name__)
 

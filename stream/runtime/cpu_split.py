@@ -4,7 +4,7 @@ of the CPUs, share every CPU while one role starves and the other's CPUs have ro
 Pinned by role, a frame costs about 8 % less CPU (docs/performance.md, row 8), but a fixed split loses capacity
 when one role's work outgrows its CPUs while the other's idle. Every `period` seconds `CpuSplitter` reads from
 /proc each role's CPU time and wait for a CPU (its threads and the library threads they started) and how busy
-each role's CPUs were (`RoleLoad`); `should_pin` decides and `affinity.repin` moves the threads.
+each role's CPUs were (`RoleLoad`); `should_pin` decides and `RolePinning.repin` moves the threads.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from stream.affinity import ROLES, CpuSplit, Role, pin_threads, repin, role_threads
-from stream.procfs import PROCFS, Procfs
+from stream.runtime.affinity import ROLES, CpuSplit, Role, RolePinning, role_threads
+from stream.runtime.procfs import PROCFS, Procfs
 
 logger = logging.getLogger(__name__)
 
@@ -121,7 +121,7 @@ class RoleClock:
 
 class CpuSplitter:
     """Pins the roles' threads while the load allows (`should_pin`, `PIN_AGAIN_AFTER`), on a thread of its own;
-    starts pinned.
+    starts pinned. It sets the split of `pinning`, and reads the load from `pinning.proc`.
 
     `on_change(pinned, load)` is called at each switch. Every period it also pins the threads started since the
     last one: a thread inherits its creator's CPUs, not the current split.
@@ -130,9 +130,9 @@ class CpuSplitter:
     def __init__(
         self,
         cpus: frozenset[int],
+        pinning: RolePinning,
         period: float = DEFAULT_PERIOD,
         on_change: Callable[[bool, RoleLoad], None] | None = None,
-        proc: Procfs = PROCFS,
     ) -> None:
         split = CpuSplit.of(cpus)
         if split is None:
@@ -144,12 +144,12 @@ class CpuSplitter:
         self.switches = 0
         self._fitted = 0  # periods in a row that the roles, shared, would have fitted pinned
         self._on_change = on_change
-        self._proc = proc
+        self._pinning = pinning
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
-        repin(self.split, self.cpus, self._proc)
+        self._pinning.repin(self.split, self.cpus)
         self.pinned = True
         self._thread = threading.Thread(target=self._run, name="cpu-split", daemon=True)
         self._thread.start()
@@ -159,7 +159,7 @@ class CpuSplitter:
         self._stopping.set()
         if self._thread is not None:
             self._thread.join()
-        repin(None, self.cpus, self._proc)
+        self._pinning.repin(None, self.cpus)
         self.pinned = False
 
     def _decide(self, load: RoleLoad) -> bool:
@@ -171,12 +171,12 @@ class CpuSplitter:
         return self._fitted >= PIN_AGAIN_AFTER
 
     def _run(self) -> None:
-        clock = RoleClock(self.split, self._proc)
+        clock = RoleClock(self.split, self._pinning.proc)
         while not self._stopping.wait(self.period):
             load = clock.load()
             try:
                 pinned = self._decide(load)
-                repin(self.split if pinned else None, self.cpus, self._proc)
+                self._pinning.repin(self.split if pinned else None, self.cpus)
             except Exception:  # the split is an optimisation: never let it end the thread
                 logger.exception("the CPU split failed to change; it tries again in %.0f s", self.period)
                 continue
@@ -188,24 +188,27 @@ class CpuSplitter:
 
 
 def start_pinning(
-    mode: str, cpus: frozenset[int], on_change: Callable[[bool, RoleLoad], None] | None = None
+    mode: str,
+    cpus: frozenset[int],
+    pinning: RolePinning,
+    on_change: Callable[[bool, RoleLoad], None] | None = None,
 ) -> CpuSplitter | None:
-    """Pin this process's role threads as the `pin_threads` mode says, over `cpus`: `on` a fixed split for the
+    """Pin the role threads of `pinning` as the `pin_threads` mode says, over `cpus`: `on` a fixed split for the
     threads that enter a role from now on, `auto` a started `CpuSplitter` (returned, with `on_change`), `off`,
     or fewer than two CPUs, nothing. `stop_pinning` undoes it."""
     split = CpuSplit.of(cpus)
     if mode == "off" or split is None:
         return None
     if mode == "on":
-        pin_threads(split)
+        pinning.split = split
         return None
-    splitter = CpuSplitter(cpus, on_change=on_change)
+    splitter = CpuSplitter(cpus, pinning, on_change=on_change)
     splitter.start()
     return splitter
 
 
-def stop_pinning(splitter: CpuSplitter | None) -> None:
+def stop_pinning(splitter: CpuSplitter | None, pinning: RolePinning) -> None:
     """Undo `start_pinning`: stop the splitter if there is one; threads entering a role are no longer pinned."""
     if splitter is not None:
         splitter.stop()
-    pin_threads(None)
+    pinning.split = None

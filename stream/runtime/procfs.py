@@ -1,5 +1,5 @@
 """This process's threads and CPU time as Linux reports them in /proc: the one reader of /proc for the CPU split
-(`stream.affinity`, `stream.cpu_split`), the benchmarks' sampler (`stream.benchmarks.procstat`) and the soak.
+(`stream.runtime.affinity`, `stream.runtime.cpu_split`), the benchmarks' sampler (`stream.bench.procstat`) and the soak.
 
 `Procfs(root)` reads below `root`, /proc by default; tests and containers can point it elsewhere, as
 client_python's `ProcessCollector(proc=...)`.

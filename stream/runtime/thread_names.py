@@ -1,19 +1,19 @@
 """The names of the threads serving starts for each stream, `<kind>-<stream id>`: one definition for the
-modules that start them (`stream.worker`, `stream.encoder`, `stream.rtsp`, `stream.benchmarks.live`) and for
-those that count them by kind (`stream.benchmarks.procstat`; `top -H` shows them too)."""
+modules that start them (`stream.live.worker`, `stream.outputs.encoder`, `stream.sources.rtsp`, `stream.bench.live`) and for
+those that count them by kind (`stream.bench.procstat`; `top -H` shows them too)."""
 
 from __future__ import annotations
 
 WORKER = "worker"
-"""`stream.worker`: the stream's pipeline."""
+"""`stream.live.worker`: the stream's pipeline."""
 ENCODER = "encoder"
-"""`stream.encoder`: the stream's annotated frames to VP8."""
+"""`stream.outputs.encoder`: the stream's annotated frames to VP8."""
 RTSP_READER = "rtsp-read"
-"""`stream.rtsp`: a camera's reading and decoding."""
+"""`stream.sources.rtsp`: a camera's reading and decoding."""
 RTSP_WATCHER = "rtsp-watch"
-"""`stream.rtsp`: a camera's stall watchdog."""
+"""`stream.sources.rtsp`: a camera's stall watchdog."""
 FEEDER = "feeder"
-"""`stream.benchmarks.live`: a benchmark stream's paced source."""
+"""`stream.bench.live`: a benchmark stream's paced source."""
 PER_STREAM = (WORKER, ENCODER, RTSP_READER, RTSP_WATCHER, FEEDER)
 
 

@@ -19,7 +19,7 @@ from av.container import InputContainer
 from av.video.stream import VideoStream
 
 from models.errors import InputError
-from stream.frames import Frame, FrameSource
+from stream.sources.frames import Frame, FrameSource
 
 logger = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from fractions import Fraction
 import av
 import numpy as np
 
-from stream.timing import StageTimes
+from stream.runtime.timing import StageTimes
 
 
 @dataclass

@@ -43,10 +43,11 @@ import cv2
 import numpy as np
 
 from models.errors import InputError
-from stream.affinity import runs_as
-from stream.file_source import open_video
-from stream.frames import DecodedFrame, Frame, fitted_size
-from stream.timing import StageTimes
+from stream.runtime.affinity import RolePinning
+from stream.runtime.thread_names import RTSP_READER, RTSP_WATCHER, stream_thread_name
+from stream.runtime.timing import StageTimes
+from stream.sources.file_source import open_video
+from stream.sources.frames import DecodedFrame, Frame, fitted_size
 
 logger = logging.getLogger(__name__)
 
@@ -251,7 +252,7 @@ class RtspCamera:
     each state change. `on_placeholder` gets placeholder frames while the camera runs and is not LIVE (the size
     of the last camera frame, `index` counting placeholders, no pts). Callbacks must be quick; an exception
     from one is counted and logged once, and the camera carries on. `clock` must tick in seconds like
-    `time.monotonic`.
+    `time.monotonic`. The reader thread runs in the "codec" role of `pinning` (unpinned without one).
     """
 
     def __init__(
@@ -264,6 +265,7 @@ class RtspCamera:
         clock: Callable[[], float] = time.monotonic,
         on_placeholder: Callable[[Frame], None] | None = None,
         on_decoded: Callable[[DecodedFrame], None] | None = None,
+        pinning: RolePinning | None = None,
     ) -> None:
         if (on_frame is None) == (on_decoded is None):
             raise ValueError("give exactly one of on_frame and on_decoded")
@@ -277,6 +279,7 @@ class RtspCamera:
         self._on_decoded = on_decoded
         self._is_file = urlsplit(url).scheme == "file"  # played at its frame rate, like a camera
         self._clock = clock
+        self._pinning = pinning or RolePinning()
         self._lock = threading.RLock()
         self._stopping = threading.Event()
         self._wake = threading.Event()  # nudges the watchdog on state changes
@@ -332,9 +335,13 @@ class RtspCamera:
             self._set_state(CameraState.CONNECTING, f"connecting to {self.display_url}")
         self._threads = [
             threading.Thread(
-                target=runs_as("codec", self._read_forever), name=f"rtsp-read-{self.camera_id}", daemon=True
+                target=self._pinning.runs_as("codec", self._read_forever),
+                name=stream_thread_name(RTSP_READER, self.camera_id),
+                daemon=True,
             ),
-            threading.Thread(target=self._watch, name=f"rtsp-watch-{self.camera_id}", daemon=True),
+            threading.Thread(
+                target=self._watch, name=stream_thread_name(RTSP_WATCHER, self.camera_id), daemon=True
+            ),
         ]
         for thread in self._threads:
             thread.start()

@@ -22,9 +22,9 @@ from typing import Any
 import pytest
 import yaml
 from clips import moving_face_clip
+from project_paths import ROOT
 from rtsp_server import free_port
 
-ROOT = Path(__file__).resolve().parents[1]
 PROMETHEUS_DIR = ROOT / "dashboard" / "prometheus"
 GRAFANA_DIR = ROOT / "dashboard" / "grafana"
 DASHBOARD_JSON = GRAFANA_DIR / "dashboards" / "fakeweb.json"

@@ -10,6 +10,7 @@ import cv2
 import mediapipe as mp
 import numpy as np
 import pytest
+from project_paths import SHARED_DATA
 from skimage.data import astronaut
 
 from models.blazeface import (
@@ -26,13 +27,13 @@ from models.errors import ModelPackageError
 from models.geometry import Box, Detection
 from models.manifest import Manifest
 from models.preprocess import CropSpec
-from stream.cameras import CameraList
 from stream.cli import build_parser, pipeline_config
 from stream.config import DETECTOR_RANGES, ConfigError, ServiceConfig, load_config
-from stream.metrics import Metrics
-from stream.service import LiveService
+from stream.live.cameras import CameraList
+from stream.live.service import LiveService
+from stream.outputs.metrics import Metrics
 
-SHARED_IMAGES = Path(__file__).resolve().parents[2] / "shared" / "data" / "images"
+SHARED_IMAGES = SHARED_DATA / "images"
 
 
 def mediapipe_detections(image: np.ndarray, detector_range: str) -> list[Detection]:

@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import cv2
 import mediapipe as mp
 import numpy as np
 import pytest
+from project_paths import SHARED_DATA
 from skimage.data import astronaut
 
 from models.detector import DetectorConfig, FaceDetector
 from models.geometry import Box, Detection
 from models.landmarks import NUM_LANDMARKS, FaceMesher
 
-SHARED_IMAGES = Path(__file__).resolve().parents[2] / "shared" / "data" / "images"
+SHARED_IMAGES = SHARED_DATA / "images"
 
 Move = tuple[float, int, int, tuple[int, int]]  # scale, dx, dy, output (width, height)
 

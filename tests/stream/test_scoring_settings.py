@@ -11,11 +11,11 @@ import pytest
 
 from models.manifest import Manifest
 from models.preprocess import CropSpec
-from stream.cameras import CameraList
 from stream.config import ConfigError, ServiceConfig, load_config
-from stream.metrics import Metrics
-from stream.scoring import ScoringConfig
-from stream.service import LiveService
+from stream.live.cameras import CameraList
+from stream.live.service import LiveService
+from stream.outputs.metrics import Metrics
+from stream.pipeline.scoring import ScoringConfig
 
 
 def test_defaults_match_the_scoring_defaults() -> None:

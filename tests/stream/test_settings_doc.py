@@ -7,12 +7,12 @@ from dataclasses import fields
 from pathlib import Path
 
 import pytest
+from project_paths import ROOT
 
 from stream.cli import main
 from stream.config import ServiceConfig
 from stream.settings_doc import DOC_PATH, REFRESH_COMMAND, format_value, markdown, serve_flags, setting_docs
 
-ROOT = Path(__file__).resolve().parents[1]
 NAMES = [item.name for item in fields(ServiceConfig)]
 
 

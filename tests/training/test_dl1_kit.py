@@ -10,16 +10,16 @@ import argparse
 import json
 import re
 import shlex
-from pathlib import Path
 from typing import Any
 
 import botocore.session
 import pytest
 from botocore.validate import ParamValidator
+from project_paths import ROOT
 
 from training import evaluate
 
-KIT = Path(__file__).resolve().parents[1] / "training" / "dl1"
+KIT = ROOT / "training" / "dl1"
 BASE_IMAGE = (
     "vault.habana.ai/gaudi-docker/1.14.0/ubuntu22.04/habanalabs/tensorflow-installer-tf-cpu-2.15.0:latest"
 )

@@ -4,7 +4,7 @@ Only the Habana device itself is mocked: an HPU probe that says yes, a Habana-mo
 and, for multi-card runs, a stand-in for HPUStrategy (MultiWorkerMirroredStrategy, the same
 CollectiveAllReduceStrategy base, on the CPU). Everything else is real TensorFlow; the two-worker test runs two
 real processes joined by the TF_CONFIG cluster built here. The real habana-tensorflow package (no driver) is
-exercised in .venv-hpu, as in tests/test_devices_habana.py.
+exercised in .venv-hpu, as in tests/models/test_devices_habana.py.
 """
 
 from __future__ import annotations

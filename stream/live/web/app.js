@@ -34,7 +34,7 @@ function countFrames(video) {
 }
 
 // The score shown is the smoothed one the verdict is decided on (as on the video's label); a face stays "unknown",
-// with no score, until it has enough classifier samples (stream/scoring.py).
+// with no score, until it has enough classifier samples (stream/pipeline/scoring.py).
 function faceText(face) {
   const score = face.verdict === "unknown" || face.probability === null ? "…" : face.probability.toFixed(2);
   return `#${face.track_id} ${face.verdict} (${score})`;

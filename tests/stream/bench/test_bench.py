@@ -21,17 +21,17 @@ import numpy as np
 import pytest
 from rtsp_server import RtspTestServer, gst_rtsp_missing
 
-from stream.benchmarks.histogram import Histogram
-from stream.benchmarks.procstat import (
+from stream.bench.histogram import Histogram
+from stream.bench.procstat import (
     ProcessSampler,
     cpu_seconds,
     rss_bytes,
     thread_cpu_seconds,
     thread_group,
 )
-from stream.benchmarks.report import Table, Timing, time_calls
+from stream.bench.report import Table, Timing, time_calls
 from stream.cli import main
-from stream.timing import STAGES
+from stream.runtime.timing import STAGES
 
 
 @pytest.fixture(autouse=True)

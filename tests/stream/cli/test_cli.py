@@ -21,16 +21,16 @@ import av
 import numpy as np
 import pytest
 from clips import ClipTruth
+from project_paths import ROOT
 
 from models.devices import gpu_available
 from models.geometry import Box
 from models.manifest import MANIFEST_NAME
 from models.package import ModelPackage
 from stream.cli import main
-from stream.scoring import Verdict
-from stream.sinks import FaceRecord
+from stream.outputs.sinks import FaceRecord
+from stream.pipeline.scoring import Verdict
 
-ROOT = Path(__file__).resolve().parents[1]
 ERROR_LINE = re.compile(r"fakeweb: error: [^\n]+\n")
 
 

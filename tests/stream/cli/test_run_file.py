@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from stream.run_file import RunSummary
+from stream.cli.run_file import RunSummary
 
 
 @pytest.mark.parametrize(

@@ -32,7 +32,7 @@ def parse(*argv: str) -> argparse.Namespace:
 
 
 def test_mesh_for_choices_are_the_overlay_type() -> None:
-    from stream.overlay import MeshFor
+    from stream.pipeline.overlay import MeshFor
 
     assert get_args(MeshFor) == MESH_FOR
 

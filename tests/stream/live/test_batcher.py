@@ -25,8 +25,8 @@ from models.devices import Device
 from models.manifest import Manifest
 from models.package import ModelPackage
 from models.preprocess import CropSpec
-from stream.batcher import BatcherStoppedError, ClassificationError, ClassifierBatcher
-from stream.reload import ModelHolder
+from stream.live.batcher import BatcherStoppedError, ClassificationError, ClassifierBatcher
+from stream.live.reload import ModelHolder
 
 SIZE = 16
 

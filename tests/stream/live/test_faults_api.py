@@ -31,7 +31,7 @@ from rtsp_server import free_port
 from server_process import ServerProcess
 
 from stream.config import load_config
-from stream.serve import serving
+from stream.live.serve import serving
 
 PER_ENDPOINT = 100
 CONNECT_TIMEOUT = 2.0

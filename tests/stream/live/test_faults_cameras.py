@@ -46,9 +46,9 @@ from live_helpers import Client, add_camera, metric, processed, received, stream
 from rtsp_server import RtspTestServer
 from server_process import ROOT, ServerProcess
 
-from stream.frames import Frame
-from stream.timing import StageTimes
-from stream.worker import FairGate, StreamWorker
+from stream.live.worker import FairGate, StreamWorker
+from stream.runtime.timing import StageTimes
+from stream.sources.frames import Frame
 
 BACKOFF = (0.2, 0.5, 1.0)
 STALL_SECONDS = 1.5

@@ -24,13 +24,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from project_paths import ROOT
 from rtsp_server import free_port
 from server_process import ServerProcess
 
 from stream.config import ConfigError, load_config, make_data_dir
-from stream.rtsp import DEFAULT_BACKOFF
-
-ROOT = Path(__file__).resolve().parents[1]
+from stream.sources.rtsp import DEFAULT_BACKOFF
 
 ROUNDS = 4
 KEEP = 6  # cameras kept while adding and removing, so each restart starts only a few

@@ -32,8 +32,8 @@ from live_helpers import Client, add_camera, metric, processed, save_file_camera
 from rtsp_server import RtspTestServer, gst_rtsp_missing
 from server_process import ServerProcess
 
-from stream.frames import Frame
-from stream.rtsp import RtspCamera, RtspConfig
+from stream.sources.frames import Frame
+from stream.sources.rtsp import RtspCamera, RtspConfig
 
 RTSP_INPUTS = ("resizing", "corrupt", "no_faces", "huge")
 FILE_INPUTS = (

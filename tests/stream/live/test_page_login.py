@@ -10,8 +10,7 @@ from typing import Any
 
 import pytest
 from browser import chromium_missing, open_browser
-from server_process import ServerProcess
-from test_security import raw_request
+from server_process import ServerProcess, raw_request
 
 TOKEN = "tok-Login-0123456789"
 WRONG = "wrong-Login-9876543210"

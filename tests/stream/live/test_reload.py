@@ -27,7 +27,7 @@ from models.package import ModelPackage
 from models.preprocess import CropSpec
 from models.reference import reference_face
 from models.store import ModelStore, open_store
-from stream.reload import (
+from stream.live.reload import (
     ModelHolder,
     ModelWatcher,
     PollOutcome,
@@ -306,7 +306,7 @@ def test_store_outage_keeps_serving_backs_off_and_warns_once(
     watcher.start()
     wait_until(lambda: watcher.stats.polls >= 3)
 
-    caplog.set_level(logging.INFO, logger="stream.reload")
+    caplog.set_level(logging.INFO, logger="stream.live.reload")
     root.rename(tmp_path / "store-away")  # the alias disappears: every poll fails
     time.sleep(1.0)
     failed = watcher.stats.store_failures
@@ -341,7 +341,7 @@ def test_s3_outage_keeps_serving_and_recovers(
         watcher, events = make_watcher(store, interval=0.05, max_interval=0.2)
         holder = watcher.load_initial()
         watcher.start()
-        caplog.set_level(logging.INFO, logger="stream.reload")
+        caplog.set_level(logging.INFO, logger="stream.live.reload")
 
         server.stop()  # connections are refused from now on
         wait_until(lambda: watcher.stats.store_failures >= 3)

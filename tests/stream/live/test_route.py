@@ -23,10 +23,10 @@ from route_helpers import (
 
 from models.classifier import Classifier
 from stream.config import ServiceConfig
-from stream.encoder import EncoderSettings
-from stream.metrics import BROWSER_LABEL, Metrics
-from stream.pipeline import PipelineConfig, StreamPipeline
-from stream.route import StreamRoute
+from stream.live.route import StreamRoute
+from stream.outputs.encoder import EncoderSettings
+from stream.outputs.metrics import BROWSER_LABEL, Metrics
+from stream.pipeline.pipeline import PipelineConfig, StreamPipeline
 
 STREAM = "browser-route"
 

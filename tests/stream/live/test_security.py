@@ -8,7 +8,6 @@ command line, one redacted camera URL); this module checks every endpoint and ma
 from __future__ import annotations
 
 import asyncio
-import http.client
 import json
 from collections.abc import Iterator
 
@@ -17,7 +16,7 @@ import pytest
 from browser import chromium_missing, open_page
 from live_helpers import wait_for
 from rtsp_server import RtspTestServer, free_port
-from server_process import ServerProcess
+from server_process import ServerProcess, raw_request
 
 from stream.config import ConfigError, load_config
 
@@ -79,27 +78,6 @@ def stream_as_admin(server: ServerProcess, camera_id: str) -> dict[str, object]:
     status, body = server.request("GET", f"/api/streams/{camera_id}", token=TOKEN)
     assert status == 200, body
     return dict(body)
-
-
-def raw_request(
-    server: ServerProcess,
-    method: str,
-    path: str,
-    headers: dict[str, str] | None = None,
-    body: bytes | None = None,
-) -> tuple[int, dict[str, str], str]:
-    """(status, headers, text) without following redirects; header values may hold any byte (latin-1)."""
-    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
-    try:
-        connection.putrequest(method, path)
-        for name, value in {"Content-Type": "application/json", **(headers or {})}.items():
-            connection.putheader(name, value.encode("latin-1"))
-        connection.putheader("Content-Length", str(len(body or b"")))
-        connection.endheaders(body or b"")
-        response = connection.getresponse()
-        return response.status, dict(response.getheaders()), response.read().decode("utf-8", "replace")
-    finally:
-        connection.close()
 
 
 WRONG_CREDENTIALS = {

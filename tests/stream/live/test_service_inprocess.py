@@ -13,12 +13,12 @@ from live_helpers import save_file_camera, until
 from route_helpers import BrokenSink, FakeChannel, ResultRecorder, shipped_classifier, threads_of
 
 from models.classifier import Classifier
-from stream.cameras import CameraList
 from stream.config import ServiceConfig
-from stream.metrics import Metrics
-from stream.reload import ModelHolder
-from stream.scoring import Verdict
-from stream.service import LiveService
+from stream.live.cameras import CameraList
+from stream.live.reload import ModelHolder
+from stream.live.service import LiveService
+from stream.outputs.metrics import Metrics
+from stream.pipeline.scoring import Verdict
 
 
 @pytest.fixture(scope="module")

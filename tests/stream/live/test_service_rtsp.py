@@ -23,8 +23,8 @@ from live_helpers import Client, json_request, metric, processed, samples, strea
 from rtsp_server import RtspTestServer, free_port
 from server_process import ServerProcess
 
-from stream.cameras import Camera, CameraConfigError, CameraList
-from stream.serve import use_loopback_ice
+from stream.live.cameras import Camera, CameraConfigError, CameraList
+from stream.live.serve import use_loopback_ice
 
 rtsp_pair = live_helpers.rtsp_pair  # fixtures
 cameras = live_helpers.cameras

@@ -1,5 +1,5 @@
 """Graceful shutdown with real peers: a `fakeweb serve` process with Chromium and an RTSP camera gets SIGTERM;
-and the same service in-process (`stream.serve.serving`) with aiortc peers, checked from the inside.
+and the same service in-process (`stream.live.serve.serving`) with aiortc peers, checked from the inside.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from server_process import ServerProcess, free_port
 from skimage import data
 
 from stream.config import ServiceConfig, load_config
-from stream.serve import RunningService, serving
+from stream.live.serve import RunningService, serving
 
 SERVICE_THREADS = ("worker-", "rtsp-read-", "rtsp-watch-", "classifier-batcher", "model-watcher")
 """Name prefixes of every thread the service starts."""

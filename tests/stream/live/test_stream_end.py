@@ -21,7 +21,7 @@ from live_helpers import add_camera, stream, until
 from rtsp_server import RtspTestServer
 from server_process import ServerProcess
 
-from stream.service import PEER_SILENCE_SECONDS
+from stream.live.service import PEER_SILENCE_SECONDS
 
 if TYPE_CHECKING:
     from playwright.async_api import Browser, Page

@@ -10,8 +10,8 @@ import av
 import numpy as np
 import pytest
 
-from stream.encoder import VIDEO_TIME_BASE, EncodedFrame, EncoderSettings, StreamEncoder
-from stream.feed import yuv420p_frame
+from stream.outputs.encoder import VIDEO_TIME_BASE, EncodedFrame, EncoderSettings, StreamEncoder
+from stream.outputs.feed import yuv420p_frame
 
 SIZE = (96, 64)  # width, height
 

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 
 from models.geometry import Box
-from stream.fanout import LOG_EVERY, Fanout, FrameMetrics
-from stream.frames import Frame
-from stream.metrics import Metrics
-from stream.pipeline import FaceResult, FrameResult
-from stream.timing import StageTimes
+from stream.outputs.fanout import LOG_EVERY, Fanout, FrameMetrics
+from stream.outputs.metrics import Metrics
+from stream.pipeline.pipeline import FaceResult, FrameResult
+from stream.runtime.timing import StageTimes
+from stream.sources.frames import Frame
 
 
 def processed(index: int = 0, verdicts: tuple[str, ...] = ()) -> tuple[Frame, FrameResult]:

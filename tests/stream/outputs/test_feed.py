@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from aiortc.mediastreams import MediaStreamError
 
-from stream.feed import AnnotatedFeed, yuv420p_frame
-from stream.frames import Frame
-from stream.viewer import ViewerTrack
+from stream.outputs.feed import AnnotatedFeed, yuv420p_frame
+from stream.outputs.viewer import ViewerTrack
+from stream.sources.frames import Frame
 
 
 def test_yuv420p_frame_crops_odd_edges() -> None:

@@ -1,4 +1,4 @@
-"""stream/metrics.py: naming conventions, buckets, bounded labels, and the two ways /metrics is served."""
+"""stream/outputs/metrics.py: naming conventions, buckets, bounded labels, and the two ways /metrics is served."""
 
 from __future__ import annotations
 
@@ -7,17 +7,17 @@ import math
 import re
 import socket
 import urllib.request
-from pathlib import Path
 
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from project_paths import ROOT
 from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
 from models.errors import FakewebError
-from stream.metrics import (
+from stream.outputs.metrics import (
     FRAME_OUTCOMES,
     STREAM_STATES,
     Metrics,
@@ -25,10 +25,10 @@ from stream.metrics import (
     metrics_handler,
     start_metrics_server,
 )
-from stream.rtsp import CameraState
-from stream.timing import STAGES, StageTimes
+from stream.runtime.timing import STAGES, StageTimes
+from stream.sources.rtsp import CameraState
 
-DOCS = Path(__file__).resolve().parents[1] / "docs" / "metrics.md"
+DOCS = ROOT / "docs" / "metrics.md"
 # The frame budget's buckets from the product requirements, in seconds.
 REQUIRED_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.02, 0.033, 0.05, 0.075, 0.1, 0.2, 0.5, 1.0, math.inf]
 

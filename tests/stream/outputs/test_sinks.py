@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from clips import ClipTruth
 
-from stream.file_source import FileSource, VideoInfo
-from stream.sinks import FaceRecord, JsonlResultSink, VideoFileSink
+from stream.outputs.sinks import FaceRecord, JsonlResultSink, VideoFileSink
+from stream.sources.file_source import FileSource, VideoInfo
 
 
 def read_back(path: Path) -> tuple[list[int | None], Fraction, list[np.ndarray], float]:

@@ -15,9 +15,9 @@ from aiortc import RTCConfiguration, RTCPeerConnection
 from aiortc.mediastreams import MediaStreamError
 from aiortc.rtp import RTCP_PSFB_PLI, RtcpPsfbPacket
 
-from stream.encoder import EncodedFrame
-from stream.feed import AnnotatedFeed
-from stream.viewer import ViewerTrack, offers_vp8, send_to
+from stream.outputs.encoder import EncodedFrame
+from stream.outputs.feed import AnnotatedFeed
+from stream.outputs.viewer import ViewerTrack, offers_vp8, send_to
 
 KEY = "key"
 

@@ -1,4 +1,4 @@
-"""Tests for stream.overlay: mesh or box per verdict, colour and opacity by probability, untouched pixels."""
+"""Tests for stream.pipeline.overlay: mesh or box per verdict, colour and opacity by probability, untouched pixels."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from skimage.data import astronaut
 from models.detector import FaceDetector
 from models.geometry import Box
 from models.landmarks import FaceMesher
-from stream.overlay import (
+from stream.pipeline.overlay import (
     VERDICT_COLOURS,
     FaceOverlay,
     OverlayConfig,
@@ -275,7 +275,9 @@ def test_label_text_shows_the_score_and_verdict(probability: float | None, verdi
 
 def test_the_label_drawn_is_the_label_text(monkeypatch: pytest.MonkeyPatch) -> None:
     written: list[str] = []
-    monkeypatch.setattr("stream.overlay.cv2.putText", lambda image, text, *args: written.append(text))
+    monkeypatch.setattr(
+        "stream.pipeline.overlay.cv2.putText", lambda image, text, *args: written.append(text)
+    )
     faces = [
         FaceOverlay(1, Box(100, 100, 200, 200), None, "unknown"),
         FaceOverlay(2, Box(300, 100, 400, 200), 0.8125, "manipulated"),

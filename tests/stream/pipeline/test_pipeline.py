@@ -22,11 +22,11 @@ from clips import ClipTruth
 from models.detector import DetectorConfig, FaceDetector
 from models.landmarks import FaceMesher
 from models.preprocess import CropSpec, crop_face
-from stream.file_source import FileSource
-from stream.frames import Frame
-from stream.overlay import OverlayConfig, label_text
-from stream.pipeline import ClassifyFn, FrameResult, PipelineConfig, StreamPipeline
-from stream.scoring import ScoringConfig
+from stream.pipeline.overlay import OverlayConfig, label_text
+from stream.pipeline.pipeline import ClassifyFn, FrameResult, PipelineConfig, StreamPipeline
+from stream.pipeline.scoring import ScoringConfig
+from stream.sources.file_source import FileSource
+from stream.sources.frames import Frame
 
 SPEC = CropSpec(size=32, margin=0.25)
 CLIPS = ["moving_face_video", "two_faces_video"]
@@ -192,7 +192,7 @@ def test_faces_carry_the_smoothed_score_their_verdict_and_label_show(
     )
     labels: list[list[str]] = []
     monkeypatch.setattr(
-        "stream.pipeline.draw_overlays",
+        "stream.pipeline.pipeline.draw_overlays",
         lambda image, overlays, config: labels.append([label_text(overlay) for overlay in overlays]),
     )
     results = run_pipeline(decoded(path), SequenceClassifier(samples), scoring=scoring)
@@ -281,7 +281,7 @@ def test_mesh_every_runs_facemesh_on_every_nth_frame_and_draws_a_mesh_on_all(
     monkeypatch.setattr(FaceMesher, "landmarks", counting)
     drawn: list[int] = []
     monkeypatch.setattr(
-        "stream.pipeline.draw_overlays",
+        "stream.pipeline.pipeline.draw_overlays",
         lambda image, overlays, config: drawn.append(sum(o.landmarks is not None for o in overlays)),
     )
     results = run_pipeline(decoded(path), mesh_every=2, overlay=OverlayConfig(mesh_for="all"))

@@ -1,4 +1,4 @@
-"""Tests for stream.scoring: EMA, classification schedule, minimum evidence, bands relative to the threshold and
+"""Tests for stream.pipeline.scoring: EMA, classification schedule, minimum evidence, bands relative to the threshold and
 hysteresis, and the policy's promises over random score sequences."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from stream.scoring import ScoringConfig, TrackScore, TrackScorer, Verdict, next_verdict
+from stream.pipeline.scoring import ScoringConfig, TrackScore, TrackScorer, Verdict, next_verdict
 
 R, S, M, U = Verdict.REAL, Verdict.SUSPECT, Verdict.MANIPULATED, Verdict.UNKNOWN
 

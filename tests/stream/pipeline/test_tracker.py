@@ -1,4 +1,4 @@
-"""Tests for stream.tracker: assignment, lifecycle, prediction and id bookkeeping."""
+"""Tests for stream.pipeline.tracker: assignment, lifecycle, prediction and id bookkeeping."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from models.geometry import Box, Detection
-from stream.tracker import IouTracker, Track, TrackerConfig, TrackState
+from stream.pipeline.tracker import IouTracker, Track, TrackerConfig, TrackState
 
 
 def det(x: float, y: float = 0.0, size: float = 100.0, score: float = 0.9) -> Detection:

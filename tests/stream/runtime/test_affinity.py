@@ -1,12 +1,11 @@
-"""CPU pinning by role (`stream.affinity`, the `pin_threads` setting): the split of the CPUs, the pin of a thread
-while in its role, and the service's own threads pinned when asked and not otherwise."""
+"""CPU pinning by role (`stream.runtime.affinity`, the `pin_threads` setting): the split of the CPUs, the pin of a
+thread while in its role of a `RolePinning`, and the service's own threads pinned when asked and not otherwise."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
@@ -16,22 +15,20 @@ from fake_proc import FakeProc
 from live_helpers import json_request, save_file_camera, until
 from rtsp_server import free_port
 
-from stream.affinity import CpuSplit, Role, pin_threads, role, role_threads, runs_as
 from stream.config import load_config
-from stream.serve import serving
+from stream.live.serve import serving
+from stream.runtime.affinity import CpuSplit, Role, RolePinning, role_threads
 
 ALL_CPUS = frozenset(os.sched_getaffinity(0))
 needs_two_cpus = pytest.mark.skipif(len(ALL_CPUS) < 2, reason="pinning by role needs two or more CPUs")
 
 
 @pytest.fixture
-def split() -> Iterator[CpuSplit]:
-    """This process's CPUs split by role and set for new threads; unset afterwards."""
+def split() -> CpuSplit:
+    """This process's CPUs split by role."""
     split = CpuSplit.of(ALL_CPUS)
     assert split is not None
-    pin_threads(split)
-    yield split
-    pin_threads(None)
+    return split
 
 
 @pytest.mark.parametrize(
@@ -54,10 +51,14 @@ def test_fewer_than_two_cpus_cannot_be_split(cpus: list[int]) -> None:
     assert CpuSplit.of(cpus) is None
 
 
-def cpus_of_a_thread_running_as(name: Role) -> frozenset[int]:
-    """The CPUs a new thread started with `runs_as(name, ...)` may run on while in its target."""
+def cpus_of_a_thread_running_as(pinning: RolePinning, name: Role) -> frozenset[int]:
+    """The CPUs a new thread started with `pinning.runs_as(name, ...)` may run on while in its target."""
     seen: list[frozenset[int]] = []
-    thread = threading.Thread(target=runs_as(name, lambda: seen.append(frozenset(os.sched_getaffinity(0)))))
+
+    def record() -> None:
+        seen.append(frozenset(os.sched_getaffinity(0)))
+
+    thread = threading.Thread(target=pinning.runs_as(name, record))
     thread.start()
     thread.join()
     return seen[0]
@@ -65,18 +66,27 @@ def cpus_of_a_thread_running_as(name: Role) -> frozenset[int]:
 
 @needs_two_cpus
 def test_a_thread_runs_on_its_roles_cpus_and_gets_its_own_back(split: CpuSplit) -> None:
-    assert cpus_of_a_thread_running_as("model") == split.model
-    assert cpus_of_a_thread_running_as("codec") == split.codec
-    with role("codec"):
+    pinning = RolePinning(split)
+    assert cpus_of_a_thread_running_as(pinning, "model") == split.model
+    assert cpus_of_a_thread_running_as(pinning, "codec") == split.codec
+    with pinning.role("codec"):
         assert frozenset(os.sched_getaffinity(0)) == split.codec
     assert frozenset(os.sched_getaffinity(0)) == ALL_CPUS
 
 
 def test_without_a_split_roles_change_nothing() -> None:
-    pin_threads(None)
-    assert cpus_of_a_thread_running_as("model") == ALL_CPUS
-    with role("codec"):
+    pinning = RolePinning()
+    assert cpus_of_a_thread_running_as(pinning, "model") == ALL_CPUS
+    with pinning.role("codec"):
         assert frozenset(os.sched_getaffinity(0)) == ALL_CPUS
+
+
+@needs_two_cpus
+def test_each_pinning_keeps_its_own_split(split: CpuSplit) -> None:
+    """No process-wide split: a pinned service's threads and another part's unpinned ones side by side."""
+    pinned, unpinned = RolePinning(split), RolePinning()
+    assert cpus_of_a_thread_running_as(pinned, "model") == split.model
+    assert cpus_of_a_thread_running_as(unpinned, "model") == ALL_CPUS
 
 
 def test_role_threads_are_read_from_the_given_proc(tmp_path: Path) -> None:
@@ -90,7 +100,7 @@ def test_role_threads_are_read_from_the_given_proc(tmp_path: Path) -> None:
 def test_a_role_names_the_thread_in_the_given_proc_and_gives_the_name_back(tmp_path: Path) -> None:
     proc, tid = FakeProc(tmp_path), threading.get_native_id()
     proc.thread(tid, "pytest")
-    with role("codec", proc.procfs):
+    with RolePinning(proc=proc.procfs).role("codec"):
         assert proc.procfs.thread_name(tid) == f"c:{threading.current_thread().name}"[:15]
     assert proc.procfs.thread_name(tid) == "pytest"
 
@@ -102,8 +112,10 @@ def test_the_service_pins_its_threads_only_when_asked(
 ) -> None:
     """A real service with a recorded camera: the worker and the classifier batcher on the model CPUs, the
     camera's reader and the stream's encoder on the codec CPUs; the event loop's thread keeps every CPU. `auto`
-    starts pinned, and one camera is far too little load to change that (tests/test_cpu_split.py changes it);
+    starts pinned, and one camera is far too little load to change that (tests/stream/runtime/test_cpu_split.py changes it);
     /metrics says whether the threads are pinned."""
+
+    pinnings: list[RolePinning] = []
 
     async def scenario() -> tuple[dict[str, frozenset[int]], str]:
         overrides = {"port": free_port(), "data_dir": tmp_path, "pin_threads": mode}
@@ -112,6 +124,7 @@ def test_the_service_pins_its_threads_only_when_asked(
             serving(load_config(overrides=overrides)) as running,
             aiohttp.ClientSession(running.url) as http,
         ):
+            pinnings.append(running.service.pinning)
 
             async def processing() -> bool:
                 state = await json_request(http, "GET", f"/api/streams/{camera_id}")
@@ -141,4 +154,5 @@ def test_the_service_pins_its_threads_only_when_asked(
         "encoder": codec,
         "MainThread": ALL_CPUS,
     }
-    assert cpus_of_a_thread_running_as("model") == ALL_CPUS, "the service unpinned on close"
+    assert pinnings[0].split is None, "the service unpinned on close"
+    assert cpus_of_a_thread_running_as(pinnings[0], "model") == ALL_CPUS

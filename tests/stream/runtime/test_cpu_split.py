@@ -1,4 +1,4 @@
-"""The CPU split that follows the load (`stream.cpu_split`, `pin_threads = "auto"`): the decision, the roles'
+"""The CPU split that follows the load (`stream.runtime.cpu_split`, `pin_threads = "auto"`): the decision, the roles'
 load read from /proc, and real threads moved between pinned and shared as their load changes."""
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ import pytest
 from fake_proc import FakeProc
 from polling import wait_for
 
-from stream import cpu_split
-from stream.affinity import ROLES, CpuSplit, Role, pin_threads, repin, role, role_of, role_threads, runs_as
-from stream.cpu_split import PIN_AGAIN_AFTER, CpuSplitter, RoleClock, RoleLoad, should_pin
+from stream.runtime import cpu_split
+from stream.runtime.affinity import ROLES, CpuSplit, Role, RolePinning, role_of, role_threads
+from stream.runtime.cpu_split import PIN_AGAIN_AFTER, CpuSplitter, RoleClock, RoleLoad, should_pin
 
 ALL_CPUS = frozenset(os.sched_getaffinity(0))
 TWO = CpuSplit(frozenset({0}), frozenset({1}))
@@ -110,7 +110,7 @@ def test_a_role_carries_its_name_to_the_threads_it_starts_and_gives_it_back() ->
         release.set()
         helper.join()
 
-    with role("codec"):
+    with RolePinning().role("codec"):
         parent()
     assert seen["child"] == "codec"
     assert threading.get_native_id() not in dict(role_threads()), "the name is given back on leaving the role"
@@ -121,7 +121,7 @@ def test_the_clock_reads_each_roles_cpu_and_keeps_ended_threads() -> None:
     split = CpuSplit.of(ALL_CPUS)
     assert split is not None
     clock = RoleClock(split)
-    worker = threading.Thread(target=runs_as("model", lambda: burn(0.4)), name="clock-test")
+    worker = threading.Thread(target=RolePinning().runs_as("model", lambda: burn(0.4)), name="clock-test")
     worker.start()
     time.sleep(0.2)
     first = clock.load()  # sees the thread while it runs
@@ -173,19 +173,20 @@ until = partial(wait_for, period=0.05)
 
 @dataclass
 class Split:
-    """A splitter under test and the changes it reported."""
+    """A splitter under test, the pinning it sets, and the changes it reported."""
 
     splitter: CpuSplitter
+    pinning: RolePinning
     changes: list[bool]
 
 
 @pytest.fixture
 def split() -> Iterator[Split]:
     changes: list[bool] = []
-    splitter = CpuSplitter(ALL_CPUS, period=0.25, on_change=lambda pinned, _: changes.append(pinned))
-    yield Split(splitter, changes)
+    pinning = RolePinning()
+    splitter = CpuSplitter(ALL_CPUS, pinning, period=0.25, on_change=lambda pinned, _: changes.append(pinned))
+    yield Split(splitter, pinning, changes)
     splitter.stop()
-    pin_threads(None)
 
 
 def wait_until_stopped(stop: threading.Event) -> None:
@@ -199,7 +200,9 @@ def test_the_split_shares_the_cpus_while_a_role_is_starved_and_pins_again_after(
     splitter, stop = split.splitter, threading.Event()
     idle = [
         threading.Thread(
-            target=runs_as(name, partial(wait_until_stopped, stop)), name=f"idle-{name}", daemon=True
+            target=split.pinning.runs_as(name, partial(wait_until_stopped, stop)),
+            name=f"idle-{name}",
+            daemon=True,
         )
         for name in ROLES
     ]
@@ -216,7 +219,10 @@ def test_the_split_shares_the_cpus_while_a_role_is_starved_and_pins_again_after(
             burn(0.05)
 
     burning.set()
-    busy = [threading.Thread(target=runs_as("model", hash_while_burning), name=f"busy-{n}") for n in range(2)]
+    busy = [
+        threading.Thread(target=split.pinning.runs_as("model", hash_while_burning), name=f"busy-{n}")
+        for n in range(2)
+    ]
     for thread in busy:
         thread.start()
     try:
@@ -248,16 +254,16 @@ def test_repin_moves_threads_that_started_before_the_split() -> None:
         started.set()
         stop.wait(10)
 
-    thread = threading.Thread(target=runs_as("codec", wait), name="early-codec")
+    pinning = RolePinning()
+    thread = threading.Thread(target=pinning.runs_as("codec", wait), name="early-codec")
     thread.start()
     try:
         assert started.wait(5)
         assert role_cpus("early-codec") == ALL_CPUS
-        assert repin(split, ALL_CPUS) >= 1
+        assert pinning.repin(split, ALL_CPUS) >= 1
         assert role_cpus("early-codec") == split.codec
-        repin(None, ALL_CPUS)
+        pinning.repin(None, ALL_CPUS)
         assert role_cpus("early-codec") == ALL_CPUS
     finally:
         stop.set()
         thread.join()
-        pin_threads(None)

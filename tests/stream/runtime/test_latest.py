@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from stream.latest import LatestSlot, SlotClosed
+from stream.runtime.latest import LatestSlot, SlotClosed
 
 
 def test_a_put_replaces_the_untaken_item_and_counts_it() -> None:

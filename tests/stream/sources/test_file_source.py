@@ -12,7 +12,7 @@ import pytest
 from clips import ClipTruth, audio_only_file, color_clip, corrupt_copy, truncated_copy
 
 from models.errors import InputError
-from stream.file_source import FileSource, VideoInfo, open_video
+from stream.sources.file_source import FileSource, VideoInfo, open_video
 
 
 class FakeClock:

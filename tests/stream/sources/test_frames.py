@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from clips import background, face_crop, paste_face
 
-from stream.frames import DecodedFrame, fitted_size, rgb_within
-from stream.rtsp import RtspCamera
-from stream.timing import StageTimes
+from stream.runtime.timing import StageTimes
+from stream.sources.frames import DecodedFrame, fitted_size, rgb_within
+from stream.sources.rtsp import RtspCamera
 
 
 def picture(width: int, height: int) -> tuple[np.ndarray, av.VideoFrame]:

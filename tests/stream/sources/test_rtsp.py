@@ -15,8 +15,8 @@ import pytest
 from clips import ClipTruth
 from rtsp_server import RtspTestServer, free_port, gst_rtsp_missing
 
-from stream.frames import Frame
-from stream.rtsp import (
+from stream.sources.frames import Frame
+from stream.sources.rtsp import (
     Backoff,
     CameraState,
     RtspCamera,

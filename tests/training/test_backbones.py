@@ -29,7 +29,7 @@ from training.backbones.faceres import GraphModel, load_graph_model
 from training.backbones.torch_pickle import load_state_dict
 from training.backbones.weights import BackboneWeightsError, packaged_weights
 
-DATA = Path(__file__).resolve().parent / "data"
+DATA = Path(__file__).resolve().parents[1] / "data"
 REFERENCE = json.loads((DATA / "backbone_logits.json").read_text(encoding="utf-8"))
 LOGIT_TOLERANCE = 1e-3
 FACERES_TOLERANCE = 1e-4  # pooled features reach ~3; the port folds multipliers into kernels
