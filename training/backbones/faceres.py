@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from training.backbones.porting import call_and_load
 from training.backbones.weights import BackboneWeightsError
 
 HUMAN_VERSION = "3.3.6"
@@ -136,7 +137,7 @@ class _GraphPort:
         strides, padding = self._attributes(f"{name}_bn/batchnorm_1/mul_1", "Conv2D")
         kernel = kernel_map(self._take(f"{name}/convolution/merged_input"))
         layer = tf.keras.layers.Conv2D(kernel.shape[-1], kernel.shape[:2], strides, padding, name=name)
-        return self._relu6(_load(layer, x, [kernel, self._take(f"{name}_bn/batchnorm_1/sub")]), name)
+        return self._relu6(call_and_load(layer, x, [kernel, self._take(f"{name}_bn/batchnorm_1/sub")]), name)
 
     def depthwise(self, x: tf.Tensor, name: str) -> tf.Tensor:
         """Depthwise convolution `name`; its batch-norm multiplier is folded into the kernel."""
@@ -144,7 +145,7 @@ class _GraphPort:
         multiplier = self._take(f"{name}_bn/batchnorm_1/mul")
         kernel = self._take(f"{name}/depthwise_kernel") * multiplier[:, None]
         layer = tf.keras.layers.DepthwiseConv2D(kernel.shape[:2], strides, padding, name=name)
-        return self._relu6(_load(layer, x, [kernel, self._take(f"{name}_bn/batchnorm_1/sub")]), name)
+        return self._relu6(call_and_load(layer, x, [kernel, self._take(f"{name}_bn/batchnorm_1/sub")]), name)
 
     def finish(self, skipped: tuple[str, ...]) -> None:
         """Raise BackboneWeightsError if a weight outside the `skipped` prefixes was not taken."""
@@ -172,16 +173,3 @@ class _GraphPort:
             return self._weights.pop(key)
         except KeyError:
             raise BackboneWeightsError(f"the faceres weights have no tensor {key}") from None
-
-
-def _load(layer: tf.keras.layers.Layer, x: tf.Tensor, weights: list[np.ndarray]) -> tf.Tensor:
-    """Call `layer` on `x`, then set its `weights`; BackboneWeightsError if their shapes do not fit."""
-    y = layer(x)
-    expected = [tuple(weight.shape) for weight in layer.get_weights()]
-    found = [weight.shape for weight in weights]
-    if expected != found:
-        raise BackboneWeightsError(
-            f"faceres layer {layer.name} expects weights of shapes {expected}, got {found}"
-        )
-    layer.set_weights([weight.astype(np.float32) for weight in weights])
-    return y

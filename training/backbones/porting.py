@@ -35,7 +35,7 @@ class TorchPort:
         layer = tf.keras.layers.Conv2D(
             filters, kernel, stride, padding=self._keras_padding(padding), use_bias=False, name=_name(prefix)
         )
-        return self._load(layer, x, [self._take(f"{prefix}.weight").transpose(2, 3, 1, 0)])
+        return call_and_load(layer, x, [self._take(f"{prefix}.weight").transpose(2, 3, 1, 0)])
 
     def depthwise(self, x: tf.Tensor, prefix: str, kernel: int, stride: int, padding: int | str) -> tf.Tensor:
         """Bias-free depthwise convolution with `padding` as in `conv`."""
@@ -43,19 +43,19 @@ class TorchPort:
         layer = tf.keras.layers.DepthwiseConv2D(
             kernel, stride, padding=self._keras_padding(padding), use_bias=False, name=_name(prefix)
         )
-        return self._load(layer, x, [self._take(f"{prefix}.weight").transpose(2, 3, 0, 1)])
+        return call_and_load(layer, x, [self._take(f"{prefix}.weight").transpose(2, 3, 0, 1)])
 
     def batch_norm(self, x: tf.Tensor, prefix: str) -> tf.Tensor:
         layer = tf.keras.layers.BatchNormalization(
             epsilon=self._epsilon, momentum=self._momentum, name=_name(prefix)
         )
         names = ("weight", "bias", "running_mean", "running_var")
-        return self._load(layer, x, [self._take(f"{prefix}.{name}") for name in names])
+        return call_and_load(layer, x, [self._take(f"{prefix}.{name}") for name in names])
 
     def dense(self, x: tf.Tensor, prefix: str) -> tf.Tensor:
         weight = self._take(f"{prefix}.weight")
         layer = tf.keras.layers.Dense(weight.shape[0], name=_name(prefix))
-        return self._load(layer, x, [weight.T, self._take(f"{prefix}.bias")])
+        return call_and_load(layer, x, [weight.T, self._take(f"{prefix}.bias")])
 
     def skip(self, prefix: str) -> None:
         """Leave out the tensors of module `prefix` (e.g. the ImageNet classifier of a backbone)."""
@@ -84,19 +84,18 @@ class TorchPort:
     def _keras_padding(padding: int | str) -> str:
         return padding if isinstance(padding, str) else "valid"
 
-    @staticmethod
-    def _load(layer: tf.keras.layers.Layer, x: tf.Tensor, weights: list[np.ndarray]) -> tf.Tensor:
-        y = layer(x)
-        expected = [tuple(weight.shape) for weight in layer.get_weights()]
-        found = [weight.shape for weight in weights]
-        if expected != found:
-            raise BackboneWeightsError(
-                f"layer {layer.name} expects weights of shapes {expected}, got {found}"
-            )
-        layer.set_weights([weight.astype(np.float32) for weight in weights])
-        return y
-
 
 def _name(prefix: str) -> str:
     """A Keras layer name for a torch module prefix: `_blocks.3._bn1` -> `blocks_3_bn1`."""
     return "_".join(part.strip("_") for part in prefix.split("."))
+
+
+def call_and_load(layer: tf.keras.layers.Layer, x: tf.Tensor, weights: list[np.ndarray]) -> tf.Tensor:
+    """Call `layer` on `x`, then set its `weights`; BackboneWeightsError if their shapes do not fit."""
+    y = layer(x)
+    expected = [tuple(weight.shape) for weight in layer.get_weights()]
+    found = [weight.shape for weight in weights]
+    if expected != found:
+        raise BackboneWeightsError(f"layer {layer.name} expects weights of shapes {expected}, got {found}")
+    layer.set_weights([weight.astype(np.float32) for weight in weights])
+    return y
