@@ -97,7 +97,8 @@ class CropSet:
         return CropSet(self.images[index], self.labels[index], self.faces[index], landmarks)
 
 
-def _image_files(folder: Path) -> list[Path]:
+def image_files(folder: Path) -> list[Path]:
+    """The image files below `folder` (any depth), in path order."""
     return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
@@ -116,8 +117,8 @@ def read_ciplab(root: Path | str) -> list[Sample]:
     reals.
     """
     real, fake = _label_folders(Path(root))
-    samples = [Sample(path, REAL, f"real/{path.stem}", "real") for path in _image_files(real)]
-    for path in _image_files(fake):
+    samples = [Sample(path, REAL, f"real/{path.stem}", "real") for path in image_files(real)]
+    for path in image_files(fake):
         match = _CIPLAB_FAKE.match(path.stem)
         if match is None:
             raise InputError(f"{path}: CIPLAB fake names look like easy_12_0101.jpg")
@@ -136,7 +137,7 @@ def read_real_fake_folders(root: Path | str, require_fakes: bool = True) -> list
     """
     samples: list[Sample] = []
     for label, folder in enumerate(_label_folders(Path(root), require_fakes)):
-        for path in _image_files(folder):
+        for path in image_files(folder):
             parts = path.relative_to(folder).parts
             group = parts[0] if len(parts) > 1 else f"{LABEL_NAMES[label]}/{path.stem}"
             samples.append(Sample(path, label, group))
@@ -165,7 +166,7 @@ def read_real_folder(root: Path | str) -> list[Sample]:
     if not root.is_dir():
         raise InputError(f"{root}: not a folder of real face images")
     samples = [
-        Sample(path, REAL, f"{root.name}/{source_group(path)}", root.name) for path in _image_files(root)
+        Sample(path, REAL, f"{root.name}/{source_group(path)}", root.name) for path in image_files(root)
     ]
     if not samples:
         raise InputError(f"{root}: no images")

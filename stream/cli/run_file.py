@@ -28,13 +28,17 @@ from stream.sources.frames import Frame
 
 @dataclass
 class RunSummary:
-    """What a file run did: frames, faces, verdicts, tracks, wall time and the video's frame rate (if known)."""
+    """What a file run did: frames, faces, verdicts, the scores shown (the smoothed probabilities the verdicts
+    rest on), tracks, wall time and the video's frame rate (if known)."""
 
     output: Path
     frames: int = 0
     frames_with_faces: int = 0
     track_ids: set[int] = field(default_factory=set)
     verdicts: Counter[str] = field(default_factory=Counter)
+    scores_shown: int = 0
+    score_sum: float = 0.0
+    score_max: float = 0.0
     seconds: float = 0.0
     frame_rate: float | None = None
 
@@ -45,6 +49,10 @@ class RunSummary:
         for face in result.faces:
             self.track_ids.add(face.track_id)
             self.verdicts[face.verdict] += 1
+            if face.probability is not None:
+                self.scores_shown += 1
+                self.score_sum += face.probability
+                self.score_max = max(self.score_max, face.probability)
 
     def speed(self) -> str:
         """Processing speed (not the video's frame rate): frames/s, and the multiple of real time if known."""
@@ -59,8 +67,13 @@ class RunSummary:
         return (
             f"{self.output}: {self.frames} frames processed in {self.seconds:.1f} s ({self.speed()}), "
             f"faces in {self.frames_with_faces} frames, {len(self.track_ids)} tracks; "
-            f"face-frames by verdict: {verdicts}"
+            f"face-frames by verdict: {verdicts}{self._scores()}"
         )
+
+    def _scores(self) -> str:
+        if not self.scores_shown:
+            return ""
+        return f"; scores shown: mean {self.score_sum / self.scores_shown:.2f}, max {self.score_max:.2f}"
 
 
 class _PacingSleep:
