@@ -108,7 +108,7 @@ class _CallRecorder:
         mesh_runs, self._mesh_runs = self._pipeline.mesh_runs - self._mesh_runs, self._pipeline.mesh_runs
         batches = list(self._counting.batches)
         self._counting.batches.clear()
-        meshed = sum(wants_mesh(self._overlay, face.verdict) for face in result.faces)
+        meshed = sum(wants_mesh(self._overlay, face.verdict.value) for face in result.faces)
         return [
             *(["detect"] if "detect" in result.times.seconds else []),
             *(["crop"] * sum(batches)),

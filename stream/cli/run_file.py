@@ -48,7 +48,7 @@ class RunSummary:
             self.frames_with_faces += 1
         for face in result.faces:
             self.track_ids.add(face.track_id)
-            self.verdicts[face.verdict] += 1
+            self.verdicts[face.verdict.value] += 1
             if face.probability is not None:
                 self.scores_shown += 1
                 self.score_sum += face.probability

@@ -96,7 +96,7 @@ class FrameMetrics:
         if self._delivered_on_result:
             self.observe_end_to_end(time.monotonic() - result.capture_time)
         metrics.count_frame(self.label, "processed")
-        for verdict, count in Counter(face.verdict for face in result.faces).items():
+        for verdict, count in Counter(face.verdict.value for face in result.faces).items():
             metrics.count_faces(verdict, count)
 
     def observe_end_to_end(self, seconds: float) -> None:

@@ -166,7 +166,7 @@ def result_records(result: FrameResult) -> list[FaceRecord]:
             track_id=face.track_id,
             box=face.box.as_list(),
             probability=None if face.probability is None else round(face.probability, 4),
-            verdict=face.verdict,
+            verdict=face.verdict.value,
         )
         for face in result.faces
     ]

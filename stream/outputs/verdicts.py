@@ -30,7 +30,7 @@ def face_json(face: FaceResult) -> dict[str, Any]:
         "track_id": face.track_id,
         "box": face.box.as_list(),
         "probability": None if face.probability is None else round(face.probability, 3),
-        "verdict": face.verdict,
+        "verdict": face.verdict.value,
     }
 
 

@@ -25,7 +25,7 @@ from models.geometry import Box
 from models.landmarks import FaceMesher
 from models.preprocess import CropSpec, crop_face
 from stream.pipeline.overlay import FaceOverlay, MeshFor, OverlayConfig, draw_overlays, wants_mesh
-from stream.pipeline.scoring import ScoringConfig, TrackScorer
+from stream.pipeline.scoring import ScoringConfig, TrackScorer, Verdict
 from stream.pipeline.tracker import IouTracker, TrackerConfig, TrackState
 from stream.runtime.timing import StageTimes
 from stream.sources.frames import Frame
@@ -97,9 +97,9 @@ class FaceResult:
 
     track_id: int
     box: Box
-    state: str
+    state: TrackState
     probability: float | None
-    verdict: str
+    verdict: Verdict
 
 
 @dataclass
@@ -185,9 +185,7 @@ class StreamPipeline:
                         landmarks = self._mesher.landmarks(image, track.track_id, track.box, track.keypoints)
                 overlays.append(FaceOverlay(track.track_id, track.box, score.probability, verdict, landmarks))
                 faces.append(
-                    FaceResult(
-                        track.track_id, track.box, _state_name(track.state), score.probability, verdict
-                    )
+                    FaceResult(track.track_id, track.box, track.state, score.probability, score.verdict)
                 )
         with times.measure("draw"):
             draw_overlays(image, overlays, self.config.overlay)
@@ -221,7 +219,3 @@ class StreamPipeline:
     def close(self) -> None:
         self._detector.close()
         self._mesher.close()
-
-
-def _state_name(state: TrackState) -> str:
-    return state.value

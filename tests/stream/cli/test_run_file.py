@@ -10,6 +10,8 @@ import pytest
 from models.geometry import Box
 from stream.cli.run_file import RunSummary
 from stream.pipeline.pipeline import FaceResult, FrameResult
+from stream.pipeline.scoring import Verdict
+from stream.pipeline.tracker import TrackState
 from stream.runtime.timing import StageTimes
 from stream.sources.frames import Frame
 
@@ -29,7 +31,10 @@ def test_summary_counts_verdicts_and_the_scores_shown() -> None:
     summary = RunSummary(Path("out.mp4"))
     frame = Frame("file", 0, np.zeros((4, 4, 3), np.uint8), capture_time=0.0)
     for index, faces in enumerate([[(None, "unknown")], [(0.2, "real"), (0.9, "manipulated")], []]):
-        results = [FaceResult(n, Box(0, 0, 2, 2), "confirmed", p, v) for n, (p, v) in enumerate(faces)]
+        results = [
+            FaceResult(n, Box(0, 0, 2, 2), TrackState.CONFIRMED, p, Verdict(v))
+            for n, (p, v) in enumerate(faces)
+        ]
         summary.on_result(frame, FrameResult("file", index, None, 0.0, results, StageTimes()))
     described = summary.describe()
     assert "faces in 2 frames, 2 tracks" in described

@@ -10,13 +10,18 @@ from models.geometry import Box
 from stream.outputs.fanout import LOG_EVERY, Fanout, FrameMetrics
 from stream.outputs.metrics import Metrics
 from stream.pipeline.pipeline import FaceResult, FrameResult
+from stream.pipeline.scoring import Verdict
+from stream.pipeline.tracker import TrackState
 from stream.runtime.timing import StageTimes
 from stream.sources.frames import Frame
 
 
 def processed(index: int = 0, verdicts: tuple[str, ...] = ()) -> tuple[Frame, FrameResult]:
     frame = Frame("cam", index, np.zeros((4, 4, 3), np.uint8), capture_time=0.0)
-    faces = [FaceResult(n, Box(0, 0, 2, 2), "confirmed", None, verdict) for n, verdict in enumerate(verdicts)]
+    faces = [
+        FaceResult(n, Box(0, 0, 2, 2), TrackState.CONFIRMED, None, Verdict(verdict))
+        for n, verdict in enumerate(verdicts)
+    ]
     times = StageTimes()
     times.add("detect", 0.01)
     return frame, FrameResult("cam", index, None, 0.0, faces, times)

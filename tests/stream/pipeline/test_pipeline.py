@@ -205,7 +205,7 @@ def test_faces_carry_the_smoothed_score_their_verdict_and_label_show(
             assert label == [f"#{face.track_id} unknown"]
             continue
         assert face.probability is not None and face.probability == pytest.approx(smoothed[taken - 1])
-        assert label == [f"#{face.track_id} {face.probability:.2f} {face.verdict}"]
+        assert label == [f"#{face.track_id} {face.probability:.2f} {face.verdict.value}"]
         assert (face.verdict == "manipulated") == (face.probability >= 0.5 and smoothed[taken - 2] >= 0.5)
     verdicts = [result.faces[0].verdict for result in results]
     # EMA 0.2, 0.48, 0.648, 0.749, 0.489, 0.294, ...: the raw 0.9 at frame 5 is shown as 0.48 (suspect), the
