@@ -20,7 +20,6 @@ from polling import wait_for
 from stream.runtime import cpu_split
 from stream.runtime.affinity import ROLES, CpuSplit, Role, RolePinning, role_of, role_threads
 from stream.runtime.cpu_split import PIN_AGAIN_AFTER, CpuSplitter, RoleClock, RoleLoad, should_pin
-from stream.runtime.procfs import PROCFS
 
 ALL_CPUS = frozenset(os.sched_getaffinity(0))
 TWO = CpuSplit(frozenset({0}), frozenset({1}))
@@ -194,12 +193,12 @@ def wait_until_stopped(stop: threading.Event) -> None:
     stop.wait(30)
 
 
-def busy_share_of(cpus: frozenset[int], seconds: float = 1.0) -> float:
-    """How busy `cpus` were over `seconds` (0-1) with any work; this test's process is idle meanwhile."""
-    before = PROCFS.cpu_busy_seconds()
+def codec_cpus_busy(split: CpuSplit, seconds: float = 1.0) -> float:
+    """How busy the codec CPUs of `split` were over `seconds` (0-1) with any work, measured as the splitter
+    measures them; this test's process is idle meanwhile."""
+    clock = RoleClock(split)
     time.sleep(seconds)
-    after = PROCFS.cpu_busy_seconds()
-    return sum(after[cpu] - before[cpu] for cpu in cpus) / (seconds * len(cpus))
+    return clock.load().cpus_busy["codec"]
 
 
 @needs_two_cpus
@@ -209,7 +208,7 @@ def test_the_split_shares_the_cpus_while_a_role_is_starved_and_pins_again_after(
 
     The codec CPU must idle for that: while another job keeps it busy, sharing would rightly not happen, so the
     test skips, saying how busy it was."""
-    codec_busy = busy_share_of(split.splitter.split.codec)
+    codec_busy = codec_cpus_busy(split.splitter.split)
     if codec_busy > 0.5:
         pytest.skip(f"needs the codec CPUs idle, but other work kept them {100 * codec_busy:.0f} % busy")
     splitter, stop = split.splitter, threading.Event()
