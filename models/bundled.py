@@ -7,16 +7,31 @@ calling thread by a TFLite interpreter with one thread (which releases the GIL w
 
 from __future__ import annotations
 
+import importlib.util
 from functools import cache
 from pathlib import Path
 from typing import Any
 
-import mediapipe as mp
 import numpy as np
 
 from models.errors import ModelPackageError
+from models.tflite_runtime import tflite_interpreter
 
-MODULES_DIR = Path(mp.__file__).resolve().parent / "modules"
+
+def _mediapipe_dir() -> Path:
+    """The installed mediapipe package's folder, found without importing mediapipe.
+
+    Serving reads only files from the wheel; importing mediapipe would load matplotlib, OpenCV's GUI build and
+    more, which the slim CPU image (Dockerfile) does not install.
+    """
+    spec = importlib.util.find_spec("mediapipe")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError("mediapipe==0.10.21 is not installed: its wheel carries the face models")
+    return Path(next(iter(spec.submodule_search_locations))).resolve()
+
+
+MEDIAPIPE_DIR = _mediapipe_dir()
+MODULES_DIR = MEDIAPIPE_DIR / "modules"
 FACE_DETECTION_SHORT_RANGE = MODULES_DIR / "face_detection" / "face_detection_short_range.tflite"
 FACE_DETECTION_FULL_RANGE = MODULES_DIR / "face_detection" / "face_detection_full_range_sparse.tflite"
 FACE_LANDMARK = MODULES_DIR / "face_landmark" / "face_landmark.tflite"
@@ -59,10 +74,8 @@ class BundledModel:
 
     def _interpreter_for_run(self) -> Any:
         if self._interpreter is None:
-            import tensorflow as tf
-
             try:
-                interpreter = tf.lite.Interpreter(model_content=_model_bytes(self.path), num_threads=1)
+                interpreter = tflite_interpreter(model_content=_model_bytes(self.path), num_threads=1)
                 interpreter.allocate_tensors()
             except (OSError, ValueError, RuntimeError) as exc:
                 raise ModelPackageError(
@@ -76,3 +89,15 @@ class BundledModel:
 def _model_bytes(path: Path) -> bytes:
     """The file's bytes, read once per process: every stream's interpreter shares them, no file stays open."""
     return path.read_bytes()
+
+
+@cache
+def face_mesh_tessellation() -> frozenset[tuple[int, int]]:
+    """FaceMesh's tessellation edges (landmark index pairs), read from the wheel's pure-data module by path."""
+    path = MEDIAPIPE_DIR / "python" / "solutions" / "face_mesh_connections.py"
+    spec = importlib.util.spec_from_file_location("mediapipe_face_mesh_connections", path)
+    if spec is None or spec.loader is None:
+        raise ModuleNotFoundError(f"{path}: the mediapipe wheel's face mesh connections are missing")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return frozenset(module.FACEMESH_TESSELATION)

@@ -14,9 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from models.devices import Device, select_device, tf_device_name
+from models.devices import Device, require_tensorflow, select_device, tf_device_name
 from models.errors import ModelPackageError
 from models.package import ModelPackage
+from models.tflite_runtime import tflite_interpreter
 
 logger = logging.getLogger(__name__)
 
@@ -92,10 +93,8 @@ class TFLiteClassifier(Classifier):
     def _interpreter_for(self, bucket: int) -> Any:
         interpreter = self._interpreters.get(bucket)
         if interpreter is None:
-            import tensorflow as tf
-
             try:
-                interpreter = tf.lite.Interpreter(
+                interpreter = tflite_interpreter(
                     model_content=self._model_content, num_threads=self.num_threads
                 )
                 input_index = interpreter.get_input_details()[0]["index"]
@@ -124,6 +123,7 @@ class SavedModelClassifier(Classifier):
 
     def __init__(self, package: ModelPackage, device: Device) -> None:
         super().__init__(package)
+        require_tensorflow("the savedmodel backend")
         import tensorflow as tf
 
         self.device = device

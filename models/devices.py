@@ -67,7 +67,24 @@ def hpu_available() -> bool:
     return bool(tf.config.list_logical_devices("HPU"))
 
 
+def tensorflow_installed() -> bool:
+    """True when TensorFlow is importable: GPU/HPU serving and the SavedModel backend need it, CPU TFLite does not."""
+    return importlib.util.find_spec("tensorflow") is not None
+
+
+def require_tensorflow(purpose: str) -> None:
+    """Raise DeviceError naming the extra to install when TensorFlow is absent (the slim CPU image has none)."""
+    if not tensorflow_installed():
+        raise DeviceError(
+            f"{purpose} needs TensorFlow, which is not installed: pip install 'fakeweb-live[tf]' "
+            "(or use the TFLite backend on the CPU)"
+        )
+
+
 def gpu_available() -> bool:
+    """True when TensorFlow is installed and lists a GPU."""
+    if not tensorflow_installed():
+        return False
     import tensorflow as tf
 
     return bool(tf.config.list_physical_devices("GPU"))

@@ -20,9 +20,19 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 class ServerProcess:
-    """Starts `python -m stream.cli serve` with the given flags and waits until /readyz answers 200."""
+    """Starts `python -m stream.cli serve` with the given flags and waits until /readyz answers 200.
 
-    def __init__(self, data_dir: Path, *flags: str, env: dict[str, str] | None = None) -> None:
+    `entry` replaces `-m stream.cli` (e.g. a script that hides packages before running the CLI).
+    """
+
+    def __init__(
+        self,
+        data_dir: Path,
+        *flags: str,
+        env: dict[str, str] | None = None,
+        entry: tuple[str, ...] = ("-m", "stream.cli"),
+    ) -> None:
+        self.entry = entry
         self.port = free_port()
         self.data_dir = data_dir
         self.flags = flags
@@ -37,7 +47,7 @@ class ServerProcess:
     def start(self, timeout: float = 90.0) -> ServerProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         command = [
-            sys.executable, "-m", "stream.cli", "serve",
+            sys.executable, *self.entry, "serve",
             "--port", str(self.port), "--data-dir", str(self.data_dir), *self.flags,
         ]  # fmt: skip
         with self.log_path.open("ab") as log:

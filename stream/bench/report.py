@@ -21,7 +21,16 @@ if TYPE_CHECKING:
     from models.classifier import Classifier
     from stream.pipeline.pipeline import PipelineConfig
 
-_PACKAGES = ("tensorflow-cpu", "mediapipe", "av", "aiortc", "opencv-contrib-python", "numpy")
+_PACKAGES = (
+    "ai-edge-litert",
+    "tensorflow-cpu",
+    "mediapipe",
+    "av",
+    "aiortc",
+    "opencv-contrib-python",
+    "opencv-python-headless",
+    "numpy",
+)
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,7 @@ from models.package import ModelPackage
 from models.preprocess import CropSpec, crop_face
 from models.reference import reference_face
 from models.store import AliasRecord, ModelStore, validate_alias
+from models.tflite_runtime import tflite_interpreter
 
 logger = logging.getLogger(__name__)
 
@@ -151,9 +152,7 @@ def verify_candidate(
 def _model_input_shape(package: ModelPackage, backend: str) -> tuple[int, ...]:
     """The input shape stored in the model file the backend runs (-1 for a free dimension)."""
     if backend == "tflite":
-        import tensorflow as tf
-
-        interpreter = tf.lite.Interpreter(model_path=str(package.tflite_path))
+        interpreter = tflite_interpreter(model_path=str(package.tflite_path))
         return tuple(int(dim) for dim in interpreter.get_input_details()[0]["shape_signature"])
     from tensorflow.core.protobuf import saved_model_pb2
 

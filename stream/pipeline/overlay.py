@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from typing import Literal, get_args
 
 import cv2
-import mediapipe as mp
 import numpy as np
 
+from models.bundled import face_mesh_tessellation
 from models.geometry import Box
 from models.landmarks import NUM_LANDMARKS
 
@@ -25,7 +25,7 @@ VERDICT_COLOURS: dict[str, RGB] = {
 }
 
 # Each undirected edge once (MediaPipe lists most in both directions): (1322, 2) landmark indices.
-_EDGES = np.unique(np.sort(np.array(sorted(mp.solutions.face_mesh.FACEMESH_TESSELATION)), axis=1), axis=0)
+_EDGES = np.unique(np.sort(np.array(sorted(face_mesh_tessellation())), axis=1), axis=0)
 _SHIFT = 2  # cv2 fractional bits: mesh vertices are drawn at quarter-pixel precision
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
 _FONT_SCALE = 0.45

@@ -21,7 +21,7 @@ from models.blazeface import (
     suppression_clusters,
     weighted_nms,
 )
-from models.bundled import FACE_DETECTION_SHORT_RANGE, BundledModel
+from models.bundled import FACE_DETECTION_SHORT_RANGE, BundledModel, face_mesh_tessellation
 from models.detector import RANGE_SETTINGS, DetectorConfig, FaceDetector, range_for
 from models.errors import ModelPackageError
 from models.geometry import Box, Detection
@@ -271,3 +271,8 @@ def test_fakeweb_run_detects_with_full_range_unless_told(flags: tuple[str, ...],
     args = build_parser().parse_args(["run", "clip.mp4", "-o", "out.mp4", *flags])
     classifier = SimpleNamespace(package=SimpleNamespace(manifest=_manifest()))
     assert pipeline_config(args, classifier).detector.range == expected  # type: ignore[arg-type]
+
+
+def test_face_mesh_tessellation_read_from_the_wheel_by_path_is_mediapipes_own() -> None:
+    assert face_mesh_tessellation() == mp.solutions.face_mesh.FACEMESH_TESSELATION
+    assert len(face_mesh_tessellation()) == 2556
