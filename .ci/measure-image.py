@@ -14,7 +14,7 @@ import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from image_rootfs import ImageRootfs, podman  # noqa: E402
+from image_rootfs import ImageRootfs, podman
 
 
 def free_port() -> int:
