@@ -20,6 +20,7 @@ from models.devices import DEVICE_CHOICES
 from models.errors import FakewebError
 from models.package import DEFAULT_PACKAGE_DIR, ModelPackage
 from stream.live.reload import parse_model_ref
+from stream.outputs.rtsp_out import H264_PROFILES, H264Profile, RtspOutSettings
 from stream.pipeline.scoring import SETTINGS as SCORING_SETTINGS
 from stream.pipeline.scoring import ScoringConfig
 from stream.runtime.affinity import PIN_THREADS_MODES
@@ -242,7 +243,8 @@ class ServiceConfig:
     )
     rtsp_backoff_seconds: tuple[float, ...] = setting(
         DEFAULT_BACKOFF,
-        help="Waits before a lost camera's reconnect attempts, one step per failure in a row; the last repeats.",
+        help="Waits before reconnect attempts to a lost camera or RTSP out server, one step per failure in a row; "
+        "the last repeats.",
     )
     rtsp_stall_seconds: float = setting(
         5.0,
@@ -265,6 +267,28 @@ class ServiceConfig:
         bounds=Bounds(50),
         help="VP8 bitrate of each stream's annotated video, encoded once for all its viewers (no per-viewer "
         "adaptation).",
+    )
+    rtsp_out_url: str = setting(
+        "",
+        shown="empty: off",
+        help="Media server that takes RTSP publishing (ANNOUNCE/RECORD), e.g. `rtsp://127.0.0.1:8554` (MediaMTX): "
+        "every stream's annotated video is published there in H.264 for NVRs and players (docs/operations.md).",
+    )
+    rtsp_out_path: str = setting(
+        "fakeweb/{stream}", help="A stream's path on `rtsp_out_url`; `{stream}` is replaced by the stream id."
+    )
+    rtsp_out_bitrate_kbps: int = setting(
+        2000, bounds=Bounds(100), help="H.264 bitrate of each stream published over RTSP."
+    )
+    rtsp_out_keyframe_seconds: float = setting(
+        2.0,
+        bounds=POSITIVE,
+        help="Seconds between keyframes of the RTSP publication (where readers can start).",
+    )
+    rtsp_out_profile: H264Profile = setting(
+        "baseline",
+        choices=H264_PROFILES,
+        help="H.264 profile of the RTSP publication; baseline plays everywhere.",
     )
     pin_threads: str = setting(
         "auto",
@@ -302,6 +326,23 @@ class ServiceConfig:
             raise ConfigError(f"scoring settings: {exc}") from exc
         if not self.rtsp_backoff_seconds or not all(0 <= s < math.inf for s in self.rtsp_backoff_seconds):
             raise ConfigError("rtsp_backoff_seconds must be one or more waits >= 0")
+        try:
+            self.rtsp_out()
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from exc
+
+    def rtsp_out(self) -> RtspOutSettings | None:
+        """How streams are published over RTSP, None when `rtsp_out_url` is empty."""
+        if not self.rtsp_out_url:
+            return None
+        return RtspOutSettings(
+            server=self.rtsp_out_url,
+            path=self.rtsp_out_path,
+            bitrate=self.rtsp_out_bitrate_kbps * 1000,
+            keyframe_interval=self.rtsp_out_keyframe_seconds,
+            profile=self.rtsp_out_profile,
+            backoff_schedule=self.rtsp_backoff_seconds,
+        )
 
     def scoring(self, threshold: float) -> ScoringConfig:
         """The scoring settings for a model whose manifest gives `threshold`."""

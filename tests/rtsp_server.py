@@ -4,6 +4,9 @@ Run as a script with the system Python (which has python3-gi; the venv does not)
 `/usr/bin/python3 tests/rtsp_server.py CLIP PORT [PATH]` serves CLIP (H.264 in MP4, no B-frames) once on
 `rtsp://127.0.0.1:PORT/PATH`, over TCP and UDP; each client gets its own pipeline from the start of the file.
 
+`/usr/bin/python3 tests/rtsp_server.py --record OUT_DIR PORT PATH...` accepts published video (RECORD) instead
+(`RtspRecordServer`).
+
 Imported, `RtspTestServer` serves `looped_clip(clip)`: the clip's packets repeated with increasing timestamps
 into one file of about 10 minutes (no re-encoding), so that a camera seems to stream without end. The pipeline
 does no seeking: looping by SEGMENT seeks on the demuxer (a flushing one at the first buffer) raced with the
@@ -120,20 +123,16 @@ def port_open(port: int) -> bool:
         return False
 
 
-class RtspTestServer:
-    """Controls one server process serving `clip` at `url`; the port stays the same across restarts."""
+class _GstServerProcess:
+    """One GStreamer RTSP server child process on a port that stays the same across restarts."""
 
-    def __init__(self, clip: Path, port: int | None = None, path: str = "cam") -> None:
-        self.clip = Path(clip)
-        self._served: Path | None = None  # looped_clip(clip), made at the first start
+    def __init__(self, port: int | None = None) -> None:
         self.port = port if port is not None else stable_port()
-        self.path = path
         self._process: subprocess.Popen[bytes] | None = None
         self._log = tempfile.TemporaryFile()
 
-    @property
-    def url(self) -> str:
-        return f"rtsp://127.0.0.1:{self.port}/{self.path}"
+    def _command(self) -> list[str]:
+        raise NotImplementedError
 
     @property
     def pid(self) -> int | None:
@@ -146,9 +145,7 @@ class RtspTestServer:
         """Start the process and wait until it says it serves and the port accepts connections."""
         if self._process is not None and self._process.poll() is None:
             raise RuntimeError("the RTSP test server is already running")
-        if self._served is None:
-            self._served = looped_clip(self.clip)
-        command = [SYSTEM_PYTHON, str(Path(__file__).resolve()), str(self._served), str(self.port), self.path]
+        command = self._command()
         started_at = os.fstat(self._log.fileno()).st_size
         self._process = subprocess.Popen(command, stdout=self._log, stderr=self._log)
         deadline = time.monotonic() + timeout
@@ -195,13 +192,60 @@ class RtspTestServer:
         self.kill()
         self.start()
 
+    def __exit__(self, *exc: object) -> None:
+        self.kill()
+        self._log.close()
+
+
+class RtspTestServer(_GstServerProcess):
+    """Serves `clip` (looped, see `looped_clip`) at `url`: a camera."""
+
+    def __init__(self, clip: Path, port: int | None = None, path: str = "cam") -> None:
+        super().__init__(port)
+        self.clip = Path(clip)
+        self._served: Path | None = None  # looped_clip(clip), made at the first start
+        self.path = path
+
+    @property
+    def url(self) -> str:
+        return f"rtsp://127.0.0.1:{self.port}/{self.path}"
+
+    def _command(self) -> list[str]:
+        if self._served is None:
+            self._served = looped_clip(self.clip)
+        return [SYSTEM_PYTHON, str(Path(__file__).resolve()), str(self._served), str(self.port), self.path]
+
     def __enter__(self) -> RtspTestServer:
         self.start()
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.kill()
-        self._log.close()
+
+class RtspRecordServer(_GstServerProcess):
+    """Accepts published H.264 (ANNOUNCE/RECORD) on any path under `url_base` and writes what each publisher
+    sends to `recording(path)`: MPEG-TS, readable while it grows and after a kill. A new process starts new
+    files (the process id is in their names), so a test can tell what came after a restart."""
+
+    def __init__(self, out_dir: Path, paths: tuple[str, ...], port: int | None = None) -> None:
+        super().__init__(port)
+        self.out_dir = Path(out_dir)
+        self.paths = paths
+
+    @property
+    def url_base(self) -> str:
+        return f"rtsp://127.0.0.1:{self.port}"
+
+    def recording(self, path: str) -> Path | None:
+        """The newest file recorded for `path`, None before any."""
+        found = sorted(self.out_dir.glob(f"{path.replace('/', '_')}-*.ts"), key=lambda f: f.stat().st_mtime)
+        return found[-1] if found else None
+
+    def _command(self) -> list[str]:
+        script = str(Path(__file__).resolve())
+        return [SYSTEM_PYTHON, script, "--record", str(self.out_dir), str(self.port), *self.paths]
+
+    def __enter__(self) -> RtspRecordServer:
+        self.start()
+        return self
 
 
 def _serve(clip: Path, port: int, path: str) -> None:
@@ -230,7 +274,38 @@ def _serve(clip: Path, port: int, path: str) -> None:
     GLib.MainLoop().run()
 
 
+def _record(out_dir: Path, port: int, paths: list[str]) -> None:
+    """Record what is published to rtsp://127.0.0.1:`port`/PATH for each path until killed (system Python)."""
+    import gi
+
+    gi.require_version("Gst", "1.0")
+    gi.require_version("GstRtspServer", "1.0")
+    from gi.repository import GLib, Gst, GstRtspServer
+
+    Gst.init(None)
+    server = GstRtspServer.RTSPServer()
+    server.set_address("127.0.0.1")
+    server.set_service(str(port))
+    for path in paths:
+        location = str(out_dir / f"{path.replace('/', '_')}-{os.getpid()}.ts").replace('"', '\\"')
+        factory = GstRtspServer.RTSPMediaFactory()
+        factory.set_transport_mode(GstRtspServer.RTSPTransportMode.RECORD)
+        factory.set_launch(
+            f'( rtph264depay name=depay0 ! h264parse ! mpegtsmux ! filesink buffer-mode=unbuffered location="{location}" )'
+        )
+        server.get_mount_points().add_factory(f"/{path}", factory)
+    if server.attach(None) == 0:
+        raise SystemExit(f"cannot listen on 127.0.0.1:{port}")
+    print(f"serving record on rtsp://127.0.0.1:{port}/ for {', '.join(paths)}", flush=True)
+    GLib.MainLoop().run()
+
+
 if __name__ == "__main__":
-    if len(sys.argv) not in (3, 4):
-        raise SystemExit(f"usage: {SYSTEM_PYTHON} {sys.argv[0]} CLIP PORT [PATH]")
-    _serve(Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3] if len(sys.argv) == 4 else "cam")
+    if len(sys.argv) >= 5 and sys.argv[1] == "--record":
+        _record(Path(sys.argv[2]), int(sys.argv[3]), sys.argv[4:])
+    elif len(sys.argv) in (3, 4):
+        _serve(Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3] if len(sys.argv) == 4 else "cam")
+    else:
+        raise SystemExit(
+            f"usage: {SYSTEM_PYTHON} {sys.argv[0]} CLIP PORT [PATH] | --record OUT_DIR PORT PATH [PATH...]"
+        )

@@ -224,12 +224,16 @@ class _Counts:
     encoded: int
     keyframes: int
     encode_cpu: float
+    published: int
+    publish_dropped: int
+    publish_reconnects: int
 
     @staticmethod
     def of(stream: LiveStream, feeder: FileFeeder | None) -> _Counts:
         reader = stream.reader.stats if stream.reader is not None else None
         stats = stream.worker.stats
         encoder = stream.feed.encoder.stats
+        publisher = stream.route.publisher
         return _Counts(
             source=feeder.frames if feeder is not None else (reader.frames if reader else 0),
             processed=stats.processed,
@@ -240,6 +244,11 @@ class _Counts:
             encoded=encoder.frames,
             keyframes=encoder.keyframes,
             encode_cpu=encoder.cpu_seconds,
+            published=publisher.stats.sent if publisher else 0,
+            publish_dropped=publisher.stats.dropped_disconnected + publisher.dropped_replaced
+            if publisher
+            else 0,
+            publish_reconnects=publisher.stats.reconnects if publisher else 0,
         )
 
     def minus(self, other: _Counts) -> _Counts:
@@ -370,6 +379,7 @@ def _fill(report: Report, run: _Run) -> None:
     report.tables += [
         streams_table,
         _encode_table(run, per_stream),
+        *([_publish_table(run)] if run.settings.config.rtsp_out_url else []),
         _stage_table(run),
         process_table,
         _thread_table(run),
@@ -473,6 +483,22 @@ def _encode_table(run: _Run, per_stream: dict[str, Any]) -> Table:
     return table
 
 
+def _publish_table(run: _Run) -> Table:
+    table = Table(
+        "RTSP out per stream (H.264, once per stream, on its rtsp-out thread)",
+        ["stream", "published fps", "dropped", "reconnects"],
+    )
+    for stream_id, counts in run.counts.items():
+        table.add(
+            stream_id, counts.published / run.duration, counts.publish_dropped, counts.publish_reconnects
+        )
+    table.notes.append(
+        "dropped: replaced by a newer frame before the publisher took it, or while not connected; the "
+        "publishers' CPU is the rtsp-out row of the thread table."
+    )
+    return table
+
+
 def _stage_table(run: _Run) -> Table:
     table = Table("Stage ms per frame (all streams)", ["stage", "mean", "p50", "p99"])
     for stage, histogram in run.metrics.stages.items():
@@ -535,7 +561,7 @@ def _thread_table(run: _Run) -> Table:
         "worker: pipeline (detect, track, crop, mesh, draw, publish); native: threads not started by Python"
         " (TFLite and codec threads); encoder: the streams' VP8 encoders (one each, for all viewers);"
         " asyncio: the default executor; MainThread: the event loop (viewers packetise there); feeder /"
-        " rtsp-read: decode."
+        " rtsp-read: decode; rtsp-out: the H.264 publishers (RTSP out)."
     )
     return table
 

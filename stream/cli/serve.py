@@ -22,6 +22,7 @@ SERVE_FLAGS = (
     "model_poll_seconds",
     "loopback_ice",
     "pin_threads",
+    "rtsp_out_url",
     *FRAME_SETTINGS,
     *BATCH_SETTINGS,
 )

@@ -118,6 +118,33 @@ OPENAPI: dict[str, Any] = {
                         "nullable": True,
                         "description": "the same moment as UTC time",
                     },
+                    "rtsp_out": {
+                        "allOf": [{"$ref": "#/components/schemas/RtspOut"}],
+                        "nullable": True,
+                        "description": "the stream's annotated video published over RTSP; null with RTSP out off",
+                    },
+                },
+            },
+            "RtspOut": {
+                "type": "object",
+                "properties": {
+                    "url": {
+                        "type": "string",
+                        "description": "where NVRs and players read the stream (credentials redacted)",
+                    },
+                    "connected": {"type": "boolean", "description": "publishing to the media server now"},
+                    "frames_sent": {"type": "integer"},
+                    "frames_dropped": {
+                        "type": "integer",
+                        "description": "replaced by a newer frame before they were sent, or dropped while not "
+                        "connected",
+                    },
+                    "reconnects": {"type": "integer"},
+                    "last_error": {
+                        "type": "string",
+                        "nullable": True,
+                        "description": "why the last connection failed; null while connected",
+                    },
                 },
             },
             "StreamList": {

@@ -7,7 +7,8 @@
                  to RGB within the size cap (`frames.rgb_within`)
     -> pipeline  `StreamPipeline.process`: detect, track, classify through the shared batcher, smooth, mesh, draw
     -> outputs   a `Fanout`, each sink isolated from the others: the annotated feed (encoded once, VP8, for
-                 every viewer), the metrics, the verdicts on the viewers' data channels; `outputs.add` adds one
+                 every viewer), the metrics, the verdicts on the viewers' data channels, and with RTSP out on,
+                 the publication to a media server (encoded once, H.264); `outputs.add` adds one
 
 `LiveService` builds one route per stream and keeps the rest: peers, limits, the camera list.
 """
@@ -25,10 +26,11 @@ from stream.outputs.encoder import EncoderSettings
 from stream.outputs.fanout import Fanout, FrameMetrics
 from stream.outputs.feed import AnnotatedFeed
 from stream.outputs.metrics import Metrics
+from stream.outputs.rtsp_out import RtspOutSettings, RtspPublisher
 from stream.outputs.verdicts import VerdictChannels
 from stream.pipeline.pipeline import StreamPipeline
 from stream.runtime.affinity import RolePinning
-from stream.sources.frames import DecodedFrame
+from stream.sources.frames import DecodedFrame, Frame
 from stream.sources.rtsp import RtspCamera, RtspConfig
 
 
@@ -37,7 +39,8 @@ class StreamRoute:
 
     `loop` is the service's event loop (viewers and data channels live there); `label` names the stream in the
     metrics; `gate` is shared by every stream's worker; `pinning` places the threads the route starts (worker,
-    encoder, camera reader) by role, unpinned without one.
+    encoder, camera reader, RTSP publisher) by role, unpinned without one; `rtsp_out` publishes the annotated
+    video to a media server too.
     """
 
     def __init__(
@@ -49,6 +52,7 @@ class StreamRoute:
         encoder: EncoderSettings,
         gate: FairGate | None = None,
         pinning: RolePinning | None = None,
+        rtsp_out: RtspOutSettings | None = None,
     ) -> None:
         self.stream_id = pipeline.stream_id
         self.pinning = pinning or RolePinning()
@@ -63,11 +67,19 @@ class StreamRoute:
         )
         self.verdicts = VerdictChannels(loop, self.stream_id)
         self.outputs = Fanout(self.stream_id, [self.feed, frame_metrics, self.verdicts])
+        self.publisher: RtspPublisher | None = None
+        if rtsp_out is not None:
+            self.publisher = RtspPublisher(
+                self.stream_id, rtsp_out, on_encode=metrics.observe_rtsp_out_encode, pinning=self.pinning
+            )
+            self.outputs.add(self.publisher)
         self.worker = StreamWorker(pipeline, self.outputs.on_result, gate, self.pinning)
         self.reader: RtspCamera | None = None
 
     def start(self) -> None:
         self.feed.start()
+        if self.publisher is not None:
+            self.publisher.start()
         self.worker.start()
 
     def offer(self, frame: FrameInput) -> None:
@@ -76,17 +88,23 @@ class StreamRoute:
 
     def read_camera(self, url: str, config: RtspConfig) -> None:
         """Read a camera into the route: its pictures to `offer` (converted by the worker, so a dropped one costs
-        its decode only), its "offline" placeholders straight to the feed, its state changes to the verdicts."""
+        its decode only), its "offline" placeholders straight to the video outputs, its state changes to the verdicts."""
         self.reader = RtspCamera(
             self.stream_id,
             url,
             on_decoded=self.offer,
             on_state=self.verdicts.on_camera_state,
             config=config,
-            on_placeholder=self.feed.publish,
+            on_placeholder=self._placeholder,
             pinning=self.pinning,
         )
         self.reader.start()
+
+    def _placeholder(self, frame: Frame) -> None:
+        """A camera's "offline" picture, straight to the video outputs: recorders keep a picture while it is down."""
+        self.feed.publish(frame)
+        if self.publisher is not None:
+            self.publisher.publish(frame)
 
     async def receive(self, track: MediaStreamTrack, max_width: int, max_height: int) -> None:
         """Event loop: `offer` a browser's frames as fast as they arrive (aiortc's queues are unbounded), to be
@@ -105,8 +123,10 @@ class StreamRoute:
 
     async def stop(self) -> None:
         """Stop the source, then the worker (it finishes its frame and releases its pipeline), then the feed,
-        which ends every viewer's video."""
+        which ends every viewer's video, then the RTSP publication."""
         if self.reader is not None:
             await asyncio.to_thread(self.reader.stop)
         await asyncio.to_thread(self.worker.stop)
         await self.feed.close()
+        if self.publisher is not None:
+            await asyncio.to_thread(self.publisher.close)

@@ -33,13 +33,14 @@ from stream.live.worker import FairGate, StreamWorker
 from stream.outputs.encoder import EncoderSettings
 from stream.outputs.feed import AnnotatedFeed
 from stream.outputs.metrics import Metrics, StreamLabels
+from stream.outputs.rtsp_out import RtspPublisher
 from stream.outputs.verdicts import face_json
 from stream.outputs.viewer import ViewerTrack, offers_vp8, send_to
 from stream.pipeline.pipeline import PipelineConfig, StreamPipeline
 from stream.pipeline.scoring import ScoringConfig
 from stream.runtime.affinity import CpuSplit, RolePinning
 from stream.runtime.cpu_split import CpuSplitter, RoleLoad, start_pinning, stop_pinning
-from stream.sources.rtsp import CameraState, RtspCamera, RtspConfig
+from stream.sources.rtsp import CameraState, RtspCamera, RtspConfig, redact_url
 
 logger = logging.getLogger(__name__)
 
@@ -113,6 +114,22 @@ class LiveStream:
             "viewers": len(self.peers),
             "faces": [] if down else [face_json(face) for face in stats.faces],
             **self._reader_health(),
+            "rtsp_out": self._publication(),
+        }
+
+    def _publication(self) -> dict[str, Any] | None:
+        """Where the annotated video is published over RTSP and how that goes; None with RTSP out off."""
+        publisher = self.route.publisher
+        if publisher is None:
+            return None
+        stats = publisher.stats
+        return {
+            "url": redact_url(publisher.url),
+            "connected": stats.connected,
+            "frames_sent": stats.sent,
+            "frames_dropped": stats.dropped_disconnected + publisher.dropped_replaced,
+            "reconnects": stats.reconnects,
+            "last_error": stats.last_error,
         }
 
     def _reader_health(self) -> dict[str, Any]:
@@ -301,7 +318,16 @@ class LiveService:
             stream_id, self._pipeline_config(kind), self.batcher.classify, scoring=self._scoring_config
         )
         encoder = EncoderSettings(bitrate=self.config.video_bitrate_kbps * 1000)
-        route = StreamRoute(pipeline, label, self._loop, self.metrics, encoder, self.gate, self.pinning)
+        route = StreamRoute(
+            pipeline,
+            label,
+            self._loop,
+            self.metrics,
+            encoder,
+            self.gate,
+            self.pinning,
+            self.config.rtsp_out(),
+        )
         stream = LiveStream(stream_id, kind, name, label, route, camera)
         self.streams[stream_id] = stream
         route.start()
@@ -396,6 +422,30 @@ class LiveService:
                         metrics.count_reconnect(stream.label)
                 else:
                     metrics.count_frame(stream.label, name, new)
+        publishing = [stream for stream in streams if stream.route.publisher is not None]
+        connected: Counter[str] = Counter({stream.label: 0 for stream in publishing})
+        for stream in publishing:
+            publisher = stream.route.publisher
+            assert publisher is not None
+            self._refresh_publication_metrics(stream, publisher)
+            connected[stream.label] += publisher.stats.connected
+        metrics.set_rtsp_out_connected(connected)
+
+    def _refresh_publication_metrics(self, stream: LiveStream, publisher: RtspPublisher) -> None:
+        """The stream's RTSP out counts since the last refresh."""
+        stats = publisher.stats
+        totals = {
+            "sent": stats.sent,
+            "dropped_replaced": publisher.dropped_replaced,
+            "dropped_disconnected": stats.dropped_disconnected,
+            "reconnects": stats.reconnects,
+        }
+        for name, total in totals.items():
+            key = f"rtsp_out_{name}"
+            new = total - stream.reported[key]
+            if new > 0:
+                stream.reported[key] = total
+                self.metrics.count_rtsp_out(stream.label, name, new)
 
     # -- WebRTC ------------------------------------------------------------------------------------------------
     def _new_peer(self) -> RTCPeerConnection:

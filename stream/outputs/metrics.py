@@ -37,6 +37,8 @@ STREAM_STATES = ("connecting", "live", "reconnecting", "offline")
 QUEUE_STAGES = ("detect", "classify")
 """Where items wait: frames before a stream's pipeline, crops before the classifier batcher."""
 MODEL_RELOAD_RESULTS = ("swapped", "rejected")
+RTSP_OUT_OUTCOMES = ("sent", "dropped_replaced", "dropped_disconnected")
+"""What became of a frame handed to a stream's RTSP publisher (`stream.outputs.rtsp_out`)."""
 VERDICTS = tuple(verdict.value for verdict in Verdict)
 
 StreamKind = Literal["camera", "browser", "file"]
@@ -181,6 +183,31 @@ class Metrics:
         self._model_loaded = Gauge(
             "fakeweb_model_loaded", "1 when a classifier is loaded, else 0.", registry=reg
         )
+        self._rtsp_out_frames = Counter(
+            "fakeweb_rtsp_out_frames",
+            "Annotated frames handed to RTSP out, by stream and outcome: sent to the media server, replaced by a "
+            "newer one before the publisher took it, or dropped while not connected.",
+            ["stream", "outcome"],
+            registry=reg,
+        )
+        self._rtsp_out_reconnects = Counter(
+            "fakeweb_rtsp_out_reconnects",
+            "RTSP out publications opened again after a lost or refused connection.",
+            ["stream"],
+            registry=reg,
+        )
+        self._rtsp_out_connected = Gauge(
+            "fakeweb_rtsp_out_connected",
+            "Streams publishing to the media server now (0 while reconnecting).",
+            ["stream"],
+            registry=reg,
+        )
+        self._rtsp_out_encode = Histogram(
+            "fakeweb_rtsp_out_encode_duration_seconds",
+            "H.264 encode and send of one frame published over RTSP (all streams).",
+            buckets=LATENCY_BUCKETS,
+            registry=reg,
+        )
         self._threads_pinned = Gauge(
             "fakeweb_threads_pinned",
             "1 while the model and codec threads are pinned to separate CPUs, else 0.",
@@ -193,6 +220,8 @@ class Metrics:
         self._reloads = {result: self._model_reloads.labels(result) for result in MODEL_RELOAD_RESULTS}
         self._states = {state: self._streams.labels(state) for state in STREAM_STATES}
         self._stream_series: dict[str, _StreamSeries] = {}
+        self._publishing: set[str] = set()
+        """Stream labels with RTSP out series."""
         self._model_lock = threading.Lock()
 
     def _series(self, stream: str) -> _StreamSeries:
@@ -214,6 +243,12 @@ class Metrics:
         self._reconnects.remove(stream)
         for outcome in FRAME_OUTCOMES:
             self._frames.remove(stream, outcome)
+        if stream in self._publishing:
+            self._publishing.discard(stream)
+            self._rtsp_out_reconnects.remove(stream)
+            self._rtsp_out_connected.remove(stream)
+            for outcome in RTSP_OUT_OUTCOMES:
+                self._rtsp_out_frames.remove(stream, outcome)
 
     def observe_stages(self, times: StageTimes) -> None:
         """Each stage's seconds of one frame, into that stage's histogram (all streams together)."""
@@ -235,6 +270,38 @@ class Metrics:
         if counter is None:
             raise ValueError(f"unknown frame outcome {outcome!r}; expected one of {FRAME_OUTCOMES}")
         counter.inc(n)
+
+    def _publishing_series(self, stream: str) -> None:
+        """Create a stream label's RTSP out series at once, so that they are all exported from the start."""
+        if stream not in self._publishing:
+            self._publishing.add(stream)
+            self._series(stream)  # forget_stream removes both together
+            self._rtsp_out_reconnects.labels(stream)
+            self._rtsp_out_connected.labels(stream)
+            for outcome in RTSP_OUT_OUTCOMES:
+                self._rtsp_out_frames.labels(stream, outcome)
+
+    def count_rtsp_out(self, stream: str, what: str, n: int = 1) -> None:
+        """`n` of `what` on a stream's RTSP out: one of `RTSP_OUT_OUTCOMES`, or "reconnects"."""
+        self._publishing_series(stream)
+        if what == "reconnects":
+            self._rtsp_out_reconnects.labels(stream).inc(n)
+        elif what in RTSP_OUT_OUTCOMES:
+            self._rtsp_out_frames.labels(stream, what).inc(n)
+        else:
+            raise ValueError(
+                f"unknown RTSP out count {what!r}; expected reconnects or one of {RTSP_OUT_OUTCOMES}"
+            )
+
+    def set_rtsp_out_connected(self, connected: Mapping[str, int]) -> None:
+        """Streams publishing now, by stream label (every label that publishes, 0 included)."""
+        for stream, count in connected.items():
+            self._publishing_series(stream)
+            self._rtsp_out_connected.labels(stream).set(count)
+
+    def observe_rtsp_out_encode(self, seconds: float) -> None:
+        """One published frame's H.264 encode and send."""
+        self._rtsp_out_encode.observe(seconds)
 
     def count_faces(self, verdict: str, n: int = 1) -> None:
         """`n` faces shown with `verdict` in one processed frame."""

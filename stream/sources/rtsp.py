@@ -44,6 +44,7 @@ import numpy as np
 
 from models.errors import InputError
 from stream.runtime.affinity import RolePinning
+from stream.runtime.backoff import Backoff
 from stream.runtime.thread_names import RTSP_READER, RTSP_WATCHER, stream_thread_name
 from stream.runtime.timing import StageTimes
 from stream.sources.file_source import open_video
@@ -153,26 +154,6 @@ class CameraStats:
     fps: float
     last_error: str | None
     retry_in: float | None
-
-
-class Backoff:
-    """Reconnect delays: one step of `schedule` per failure in a row; the last step repeats.
-
-    The count starts over once a connection has stayed live for `reset_after` seconds.
-    """
-
-    def __init__(self, schedule: Sequence[float], reset_after: float) -> None:
-        self.schedule = tuple(schedule)
-        self.reset_after = reset_after
-        self.failures = 0
-
-    def after_failure(self, live_for: float | None) -> float:
-        """Count a failed connection (live `live_for` s, None if never); return the wait before the next."""
-        if live_for is not None and live_for >= self.reset_after:
-            self.failures = 0
-        delay = self.schedule[min(self.failures, len(self.schedule) - 1)]
-        self.failures += 1
-        return delay
 
 
 class _Pace:

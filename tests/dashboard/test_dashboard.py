@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -23,6 +24,8 @@ import yaml
 from clips import moving_face_clip
 from project_paths import ROOT
 from rtsp_server import free_port
+
+from stream.config import ServiceConfig
 
 PROMETHEUS_DIR = ROOT / "dashboard" / "prometheus"
 GRAFANA_DIR = ROOT / "dashboard" / "grafana"
@@ -226,6 +229,18 @@ def test_dashboard_covers_the_required_views() -> None:
         assert f"histogram_quantile({quantile}, sum by (le) (rate(fakeweb_end_to_end" in queries
 
 
+def test_every_metric_the_dashboard_queries_is_documented() -> None:
+    """Queries ending in `or vector(0)` have data even when their metric is absent (RTSP out off): a misspelt
+    name would pass the real-Prometheus test below, so every name must be one that docs/metrics.md lists (and
+    tests/stream/outputs/test_metrics.py checks the list against what the service exports)."""
+    documented = set(
+        re.findall(r"`(fakeweb_\w+)`", (ROOT / "docs" / "metrics.md").read_text(encoding="utf-8"))
+    )
+    queried = set(re.findall(r"fakeweb_\w+", " ".join(dashboard_queries().values())))
+    families = {re.sub(r"_(bucket|count|sum)$", "", name) for name in queried}
+    assert families <= documented, families - documented
+
+
 # -- docker compose ------------------------------------------------------------------------------------------
 
 
@@ -258,7 +273,7 @@ def in_container(service: dict[str, Any], path: str) -> Path | None:
 def test_compose_builds_and_mounts_files_that_exist() -> None:
     compose = load_yaml(COMPOSE)
     services = compose["services"]
-    assert set(services) == {"app", "prometheus", "grafana"}
+    assert set(services) == {"app", "mediamtx", "prometheus", "grafana"}
     assert (ROOT / services["app"]["build"] / "Dockerfile").is_file()
     for name, service in services.items():
         assert "healthcheck" in service, f"{name} has no healthcheck"
@@ -276,6 +291,16 @@ def test_compose_wiring() -> None:
     assert "FAKEWEB_TOKEN" in app["environment"]
     assert "127.0.0.1:8080/healthz" in " ".join(app["healthcheck"]["test"])
     assert "8080:8080" in app["ports"]
+
+    mediamtx = compose["services"]["mediamtx"]
+    server = load_yaml(in_container(mediamtx, "/mediamtx.yml"))  # type: ignore[arg-type]
+    rtsp_port = server["rtspAddress"].rsplit(":", 1)[1]
+    assert server["rtsp"] is True and "all_others" in server["paths"]
+    assert mediamtx["ports"] == [f"127.0.0.1:{rtsp_port}:{rtsp_port}"]  # loopback only by default
+    assert server["apiAddress"].split(":")[1] in " ".join(mediamtx["healthcheck"]["test"])
+    default_out = re.fullmatch(r"\$\{FAKEWEB_RTSP_OUT_URL-(.+)\}", app["environment"]["FAKEWEB_RTSP_OUT_URL"])
+    assert default_out is not None and default_out.group(1) == f"rtsp://mediamtx:{rtsp_port}"
+    assert ServiceConfig(rtsp_out_url=default_out.group(1)).rtsp_out() is not None
 
     config_flag = next(arg for arg in prometheus["command"] if arg.startswith("--config.file="))
     config_path = in_container(prometheus, config_flag.split("=", 1)[1])

@@ -53,6 +53,10 @@ def exercised() -> Metrics:
     metrics.set_model("v1", "tflite", "cpu")
     metrics.set_model_loaded(True)
     metrics.count_model_reload("swapped")
+    metrics.count_rtsp_out("cam1", "sent", 30)
+    metrics.count_rtsp_out("cam1", "reconnects")
+    metrics.set_rtsp_out_connected({"cam1": 1})
+    metrics.observe_rtsp_out_encode(0.003)
     return metrics
 
 
@@ -169,6 +173,26 @@ def test_unknown_values_are_refused() -> None:
         metrics.set_queue_depth("mesh", 1)
     with pytest.raises(ValueError, match="stream states"):
         metrics.set_stream_states({"sleeping": 1})
+    with pytest.raises(ValueError, match="RTSP out"):
+        metrics.count_rtsp_out("cam1", "lost")
+
+
+def test_a_publishing_stream_shows_every_rtsp_out_series_and_forgetting_it_removes_them() -> None:
+    metrics = Metrics()
+    metrics.set_rtsp_out_connected({"cam1": 0, "cam2": 1})
+    metrics.count_rtsp_out("cam1", "dropped_disconnected", 4)
+    assert sample_value(metrics.registry, "fakeweb_rtsp_out_frames_total", stream="cam1", outcome="sent") == 0
+    assert (
+        sample_value(
+            metrics.registry, "fakeweb_rtsp_out_frames_total", stream="cam1", outcome="dropped_disconnected"
+        )
+        == 4
+    )
+    assert sample_value(metrics.registry, "fakeweb_rtsp_out_reconnects_total", stream="cam1") == 0
+    assert sample_value(metrics.registry, "fakeweb_rtsp_out_connected", stream="cam2") == 1
+    metrics.forget_stream("cam1")
+    text = generate_latest(metrics.registry).decode()
+    assert 'stream="cam1"' not in text and 'fakeweb_rtsp_out_connected{stream="cam2"} 1.0' in text
 
 
 def test_stream_states_are_the_camera_states_and_absent_ones_read_zero() -> None:

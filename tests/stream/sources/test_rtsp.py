@@ -15,9 +15,9 @@ import pytest
 from clips import ClipTruth
 from rtsp_server import RtspTestServer, free_port, gst_rtsp_missing
 
+from stream.runtime.backoff import Backoff
 from stream.sources.frames import Frame
 from stream.sources.rtsp import (
-    Backoff,
     CameraState,
     RtspCamera,
     RtspConfig,
