@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import fractions
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -106,7 +107,7 @@ def open_publication(
     stream.bit_rate = settings.bitrate
     stream.codec_context.gop_size = 10 * NOMINAL_RATE * max(1, round(settings.keyframe_interval))
     stream.options = {  # keyframes are forced by time (`RtspPublisher._send`), as IDR frames
-        "preset": "superfast",
+        "preset": "ultrafast",
         "tune": "zerolatency",
         "profile": settings.profile,
         "forced-idr": "1",
@@ -120,6 +121,20 @@ def open_publication(
         container.close()
         raise
     return container, stream
+
+
+PUBLISHER_NICENESS = 10
+"""Added to a publisher thread's nice value: the codec CPU serves the live viewers' VP8 encodes first, and
+recording readers, who buffer anyway, take what is left (docs/performance.md, "RTSP out")."""
+
+
+def lower_thread_priority() -> None:
+    """Lower the calling thread's scheduling priority by PUBLISHER_NICENESS (Linux: nice applies per thread)."""
+    thread = threading.get_native_id()
+    try:
+        os.setpriority(os.PRIO_PROCESS, thread, os.getpriority(os.PRIO_PROCESS, thread) + PUBLISHER_NICENESS)
+    except OSError as exc:  # not permitted, or not Linux: the publisher runs at normal priority
+        logger.info("RTSP out thread keeps its priority (%s)", exc)
 
 
 class RtspPublisher:
@@ -178,6 +193,7 @@ class RtspPublisher:
             self._thread.join()
 
     def _run(self) -> None:
+        lower_thread_priority()
         try:
             while True:
                 try:

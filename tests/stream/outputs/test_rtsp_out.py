@@ -10,6 +10,8 @@ streams keep being processed.
 from __future__ import annotations
 
 import asyncio
+import os
+import threading
 import time
 from fractions import Fraction
 from pathlib import Path
@@ -96,6 +98,9 @@ def test_publisher_sends_frames_and_resumes_after_the_server_restarts(recorded_d
         publish_for(publisher, solid((200, 30, 30)), 2.0)
         first = wait_for(lambda: recorded_frames(server.recording("fakeweb/solid")), 5, "frames recorded")
         assert publisher.stats.connected and publisher.stats.sent >= 50
+        (thread,) = [thread for thread in threading.enumerate() if thread.name == "rtsp-out-solid"]
+        assert thread.native_id is not None  # the live viewers' encoders go first on a busy CPU:
+        assert os.getpriority(os.PRIO_PROCESS, thread.native_id) == os.getpriority(os.PRIO_PROCESS, 0) + 10
         assert first[0].shape == (SIZE[1], SIZE[0], 3)
         assert np.abs(first[-1].astype(int) - (200, 30, 30)).mean() < 6  # the colours survive the trip
         first_file = server.recording("fakeweb/solid")
