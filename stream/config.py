@@ -290,6 +290,39 @@ class ServiceConfig:
         choices=H264_PROFILES,
         help="H.264 profile of the RTSP publication; baseline plays everywhere.",
     )
+    camera_list: str = setting(
+        "",
+        shown="`cameras.json` in `data_dir`",
+        help="The camera list file; replicas that share cameras read the same one (a shared volume or a "
+        "Kubernetes ConfigMap, docs/kubernetes.md). Re-read every `camera_poll_seconds`.",
+    )
+    camera_poll_seconds: float = setting(
+        5.0,
+        bounds=POSITIVE,
+        help="How often the camera list file is re-read for cameras added or removed elsewhere.",
+    )
+    replicas: int = setting(
+        1,
+        bounds=AT_LEAST_ONE,
+        help="Service processes sharing the camera list; each camera runs on exactly one.",
+    )
+    replica_id: int = setting(
+        0, bounds=NOT_NEGATIVE, help="This process's index among `replicas` (a StatefulSet pod's ordinal)."
+    )
+    replica_url: str = setting(
+        "",
+        help="Base URL of replica `{replica}` as the others reach it, e.g. "
+        "`http://fakeweb-{replica}.fakeweb-replicas:8080`: requests for a camera another replica runs are "
+        "redirected there. Needed with `replicas` > 1.",
+    )
+    ice_servers: tuple[str, ...] = setting(
+        (),
+        shown="none",
+        help="STUN/TURN servers offered to WebRTC peers (`stun:host:3478`, `turn:host:3478?transport=udp`); "
+        "needed when browsers cannot reach the service's own addresses (docs/kubernetes.md).",
+    )
+    ice_username: str = setting("", help="Username for the `turn:` servers of `ice_servers`.")
+    ice_credential: str = setting("", help="Credential (password) for the `turn:` servers of `ice_servers`.")
     pin_threads: str = setting(
         "auto",
         choices=PIN_THREADS_MODES,
@@ -330,6 +363,12 @@ class ServiceConfig:
             self.rtsp_out()
         except ValueError as exc:
             raise ConfigError(str(exc)) from exc
+        if self.replica_id >= self.replicas:
+            raise ConfigError(f"replica_id must be below replicas ({self.replicas}), got {self.replica_id}")
+        if self.replicas > 1 and "{replica}" not in self.replica_url:
+            raise ConfigError(
+                "replicas > 1 needs replica_url with {replica}, e.g. http://fakeweb-{replica}:8080"
+            )
 
     def rtsp_out(self) -> RtspOutSettings | None:
         """How streams are published over RTSP, None when `rtsp_out_url` is empty."""
@@ -350,7 +389,7 @@ class ServiceConfig:
 
     @property
     def cameras_file(self) -> Path:
-        return self.data_dir / "cameras.json"
+        return Path(self.camera_list).expanduser() if self.camera_list else self.data_dir / "cameras.json"
 
     @property
     def model_cache_dir(self) -> Path:
@@ -374,6 +413,7 @@ SETTING_TYPES: dict[str, type] = {
     "bool": bool,
     "Path": Path,
     "tuple[float, ...]": tuple,
+    "tuple[str, ...]": list,
 }
 """The Python type of each kind of ServiceConfig field, by its annotation; a field with `choices` is a `str`."""
 
@@ -393,9 +433,9 @@ def _coerce(name: str, value: Any) -> Any:
             return str(value).strip().lower() in ("1", "true", "yes", "on")
         if kind is Path:
             return Path(value).expanduser()
-        if kind is tuple:  # a TOML list, or "1, 1, 5" from the environment
+        if kind in (tuple, list):  # a TOML list, or "1, 1, 5" from the environment
             items = value if isinstance(value, list | tuple) else str(value).replace(",", " ").split()
-            return tuple(float(item) for item in items)
+            return tuple(float(item) if kind is tuple else str(item) for item in items)
         return kind(value)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"setting {name}: invalid value {value!r} ({exc})") from exc

@@ -29,6 +29,7 @@ TYPE_NAMES = {
     "bool": "boolean",
     "Path": "path",
     "tuple[float, ...]": "list of numbers",
+    "tuple[str, ...]": "list of strings",
 }
 """How docs/settings.md names each kind of ServiceConfig field (by its annotation)."""
 

@@ -17,6 +17,7 @@ from models.errors import FakewebError
 from stream.live.cameras import CameraConfigError, CameraNameTaken, CameraStorageError
 from stream.live.openapi import OPENAPI
 from stream.live.service import BadOffer, LimitReached, LiveService, NotFound
+from stream.live.sharding import Elsewhere
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +56,11 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         return await handler(request)
     except web.HTTPException:
         raise
+    except Elsewhere as exc:  # another replica runs the camera: the same request, there
+        location = exc.location + request.path_qs
+        return web.json_response(
+            {"error": str(exc), "replica": exc.replica}, status=307, headers={"Location": location}
+        )
     except FakewebError as exc:
         return error(_status_for(exc), str(exc))
     except Exception:  # the server must answer and stay up
@@ -181,7 +187,13 @@ class Routes:
 
     async def readyz(self, request: web.Request) -> web.Response:
         service = self.service(request)
-        body = {"ready": service.ready, "model": service.holder.describe(), "streams": len(service.streams)}
+        body = {
+            "ready": service.ready,
+            "model": service.holder.describe(),
+            "streams": len(service.streams),
+            "replica": service.shard.replica,
+            "replicas": service.shard.replicas,
+        }
         return web.json_response(body, status=200 if service.ready else 503)
 
     async def openapi(self, request: web.Request) -> web.Response:
@@ -189,7 +201,8 @@ class Routes:
 
     async def list_streams(self, request: web.Request) -> web.Response:
         service = self.service(request)
-        return web.json_response({"streams": [s.describe() for s in service.streams.values()]})
+        streams = [s.describe() for s in service.streams.values()]
+        return web.json_response({"streams": streams, "elsewhere": service.others()})
 
     async def add_stream(self, request: web.Request) -> web.Response:
         service = self.service(request)

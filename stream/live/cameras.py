@@ -4,10 +4,16 @@ Cameras come from two places. The API (`Camera.new`) accepts only `rtsp://` and 
 (`check_stream_url`). The camera file (`cameras.json`), which only operators can edit, may also hold `file://`
 cameras (a recording played as a camera): through the API they would let any API user make the server read its
 local files. Camera names are unique, ignoring case.
+
+Several service processes (replicas, `stream.live.sharding`) may share one list: a change takes an exclusive
+`flock` on `<list>.lock` next to it and re-reads the file first, so no replica's change overwrites another's, and
+`reload` picks up what others (or an operator) changed. A list the process cannot write (a Kubernetes ConfigMap)
+is read-only: changes through the API are refused with `CameraStorageError`.
 """
 
 from __future__ import annotations
 
+import fcntl
 import ipaddress
 import json
 import os
@@ -15,6 +21,8 @@ import re
 import tempfile
 import threading
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from urllib.parse import SplitResult, urlsplit
@@ -135,14 +143,36 @@ class CameraList:
         self.path = path
         self._lock = threading.Lock()
         self._cameras: dict[str, Camera] = self._read()
+        self._signature = self._file_signature()
         self._remove_stale_temp_files()
 
     def _remove_stale_temp_files(self) -> None:
-        """Delete temp files a crash left between writing and renaming (the list itself is intact)."""
+        """Delete temp files a crash left between writing and renaming (the list itself is intact). Done under
+        the file lock, which every write holds: no other replica is in the middle of one."""
         if not self.path.parent.is_dir():
             return
-        for stale in self.path.parent.glob(f".{self.path.name}.*"):
-            stale.unlink(missing_ok=True)
+        try:
+            lock = self._file_lock()
+        except OSError:
+            return  # a read-only list: nothing of ours to clean up
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            for stale in self.path.parent.glob(f".{self.path.name}.*"):
+                stale.unlink(missing_ok=True)
+        finally:
+            os.close(lock)
+
+    def _file_lock(self) -> int:
+        """An open descriptor of `<list>.lock` (created if needed), for `flock`."""
+        return os.open(self.path.with_name(self.path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+
+    def _file_signature(self) -> tuple[int, int, int] | None:
+        """(inode, size, mtime in ns) of the file, None when it is absent: a rename or rewrite changes it."""
+        try:
+            info = self.path.stat()
+        except OSError:
+            return None
+        return info.st_ino, info.st_size, info.st_mtime_ns
 
     def _read(self) -> dict[str, Camera]:
         if not self.path.exists():
@@ -154,14 +184,45 @@ class CameraList:
             raise CameraConfigError(f"{self.path}: cannot read camera list ({exc})") from exc
         return {camera.camera_id: camera for camera in cameras}
 
+    def reload(self) -> bool:
+        """Re-read the file if it changed since this process last read or wrote it; True when it did.
+        A file that cannot be read now (an editor's half-written save) keeps the cameras known before."""
+        with self._lock:
+            signature = self._file_signature()
+            if signature == self._signature:
+                return False
+            cameras = self._read()
+            changed = cameras != self._cameras
+            self._cameras, self._signature = cameras, signature
+            return changed
+
+    @contextmanager
+    def _changing(self) -> Iterator[dict[str, Camera]]:
+        """Hold this process's lock and every process's file lock; yield the cameras as the file has them now."""
+        with self._lock:
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                lock = self._file_lock()
+            except OSError as exc:
+                raise CameraStorageError(f"the camera list is read-only here: {exc.strerror or exc}") from exc
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                try:
+                    self._cameras = self._read()
+                except CameraConfigError as exc:  # unreadable now: a change cannot be saved either
+                    raise CameraStorageError(f"cannot save the camera list: {exc}") from exc
+                yield self._cameras
+            finally:
+                os.close(lock)  # releases the flock
+
     def _write(self, cameras: dict[str, Camera]) -> None:
         try:
             self._replace_file(cameras)
         except OSError as exc:
             raise CameraStorageError(f"cannot save the camera list: {exc.strerror or exc}") from exc
+        self._cameras, self._signature = cameras, self._file_signature()
 
     def _replace_file(self, cameras: dict[str, Camera]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         payload = json.dumps({"cameras": [asdict(c) for c in cameras.values()]}, indent=2) + "\n"
         descriptor, temp_name = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=self.path.parent)
         try:
@@ -190,21 +251,17 @@ class CameraList:
 
     def add(self, camera: Camera) -> None:
         """Save a new camera; CameraNameTaken if another has its name, ignoring case."""
-        with self._lock:
-            if camera.camera_id in self._cameras:
+        with self._changing() as cameras:
+            if camera.camera_id in cameras:
                 raise CameraConfigError(f"camera {camera.camera_id} already exists")
             name = camera.name.casefold()
-            if any(other.name.casefold() == name for other in self._cameras.values()):
+            if any(other.name.casefold() == name for other in cameras.values()):
                 raise CameraNameTaken(f"a camera named {camera.name!r} already exists (names ignore case)")
-            updated = {**self._cameras, camera.camera_id: camera}
-            self._write(updated)
-            self._cameras = updated
+            self._write({**cameras, camera.camera_id: camera})
 
     def remove(self, camera_id: str) -> bool:
-        with self._lock:
-            if camera_id not in self._cameras:
+        with self._changing() as cameras:
+            if camera_id not in cameras:
                 return False
-            updated = {k: v for k, v in self._cameras.items() if k != camera_id}
-            self._write(updated)
-            self._cameras = updated
+            self._write({k: v for k, v in cameras.items() if k != camera_id})
             return True

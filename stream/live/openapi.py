@@ -8,6 +8,11 @@ _ERROR = {
     "description": "error",
     "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
 }
+_ELSEWHERE = {
+    "description": "the camera runs on another replica: the same request at `Location` (its replica_url)",
+    "headers": {"Location": {"schema": {"type": "string"}}},
+    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+}
 _SDP = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/SessionDescription"}}}}
 
 
@@ -118,6 +123,11 @@ OPENAPI: dict[str, Any] = {
                         "nullable": True,
                         "description": "the same moment as UTC time",
                     },
+                    "replica": {
+                        "type": "integer",
+                        "description": "only in the answer to adding a camera that another replica runs: that "
+                        "replica's index (it starts the camera at its next re-read of the camera list)",
+                    },
                     "rtsp_out": {
                         "allOf": [{"$ref": "#/components/schemas/RtspOut"}],
                         "nullable": True,
@@ -150,7 +160,25 @@ OPENAPI: dict[str, Any] = {
             "StreamList": {
                 "type": "object",
                 "properties": {
-                    "streams": {"type": "array", "items": {"$ref": "#/components/schemas/Stream"}}
+                    "streams": {
+                        "type": "array",
+                        "items": {"$ref": "#/components/schemas/Stream"},
+                        "description": "the streams this replica runs",
+                    },
+                    "elsewhere": {
+                        "type": "array",
+                        "description": "cameras of the shared camera list that other replicas run "
+                        "(docs/kubernetes.md); empty with one replica",
+                        "items": {
+                            "type": "object",
+                            "properties": {
+                                "id": {"type": "string"},
+                                "name": {"type": "string"},
+                                "replica": {"type": "integer"},
+                                "url": {"type": "string", "description": "the stream on its replica"},
+                            },
+                        },
+                    },
                 },
             },
         },
@@ -185,13 +213,21 @@ OPENAPI: dict[str, Any] = {
                 "summary": "One stream: status, fps, faces",
                 "responses": {
                     "200": _json("#/components/schemas/Stream", "the stream"),
+                    "307": _ELSEWHERE,
                     "401": _ERROR,
                     "404": _ERROR,
                 },
             },
             "delete": {
                 "summary": "Remove a stream (a camera is also removed from the saved list)",
-                "responses": {"204": {"description": "removed"}, "401": _ERROR, "404": _ERROR},
+                "responses": {
+                    "204": {
+                        "description": "removed (a camera another replica runs stops at its next re-read)"
+                    },
+                    "307": _ELSEWHERE,
+                    "401": _ERROR,
+                    "404": _ERROR,
+                },
             },
         },
         "/api/streams/{stream_id}/view": {
@@ -203,6 +239,7 @@ OPENAPI: dict[str, Any] = {
                 "requestBody": {"required": True, **_SDP},
                 "responses": {
                     "200": _json("#/components/schemas/SessionDescription", "answer"),
+                    "307": _ELSEWHERE,
                     "400": _ERROR,
                     "401": _ERROR,
                     "404": _ERROR,

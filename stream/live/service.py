@@ -19,16 +19,23 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Literal
 
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription, RTCTransportStats
+from aiortc import (
+    RTCConfiguration,
+    RTCIceServer,
+    RTCPeerConnection,
+    RTCSessionDescription,
+    RTCTransportStats,
+)
 from aiortc.mediastreams import MediaStreamTrack
 
 from models.errors import FakewebError
 from models.manifest import Manifest
 from stream.config import ServiceConfig
 from stream.live.batcher import ClassifierBatcher
-from stream.live.cameras import Camera, CameraList
+from stream.live.cameras import Camera, CameraConfigError, CameraList
 from stream.live.reload import ModelHolder
 from stream.live.route import StreamRoute
+from stream.live.sharding import Elsewhere, Shard
 from stream.live.worker import FairGate, StreamWorker
 from stream.outputs.encoder import EncoderSettings
 from stream.outputs.feed import AnnotatedFeed
@@ -207,6 +214,23 @@ def _pin_by_role(mode: str, pinning: RolePinning, on_change: Callable[[bool], No
     return start_pinning(mode, cpus, pinning, report)
 
 
+def ice_configuration(config: ServiceConfig) -> RTCConfiguration | None:
+    """The ICE servers of the service's peers: `ice_servers` (TURN ones with `ice_username`/`ice_credential`);
+    none at all with `loopback_ice` (on a loopback-only host no STUN server is reachable: aiortc's default, a
+    public one, would only delay the answer and send queries off the machine); else aiortc's default."""
+    if config.loopback_ice:
+        return RTCConfiguration(iceServers=[])
+    if not config.ice_servers:
+        return None
+    servers = []
+    for url in config.ice_servers:
+        if url.startswith(("turn:", "turns:")):
+            servers.append(RTCIceServer(url, config.ice_username or None, config.ice_credential or None))
+        else:
+            servers.append(RTCIceServer(url))
+    return RTCConfiguration(iceServers=servers)
+
+
 class LiveService:
     """Owns streams, peers and the shared batcher; created once by the app and closed on shutdown."""
 
@@ -231,6 +255,8 @@ class LiveService:
         """Permits to process a frame, shared by every stream's worker (see `stream.worker`)."""
         self.streams: dict[str, LiveStream] = {}
         self.peers: set[RTCPeerConnection] = set()
+        self.shard = Shard(config.replica_id, config.replicas, config.replica_url)
+        """Which cameras of the (shared) camera list this process runs (`stream.live.sharding`)."""
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._removals: set[asyncio.Future[None]] = set()
@@ -247,7 +273,7 @@ class LiveService:
         self._loop = asyncio.get_running_loop()
         self._splitter = _pin_by_role(self.config.pin_threads, self.pinning, self.metrics.set_threads_pinned)
         self.batcher.start()
-        cameras = self.cameras.all()
+        cameras = [camera for camera in self.cameras.all() if self.shard.owns(camera.camera_id)]
         if len(cameras) > self.config.max_streams:
             logger.warning(
                 "%d cameras are configured but max_streams is %d: starting all of them; new streams are "
@@ -257,6 +283,52 @@ class LiveService:
             )
         for camera in cameras:
             self._start_camera(camera, configured=True)
+        self._spawn(self._follow_camera_list())
+
+    async def _follow_camera_list(self) -> None:
+        """Every `camera_poll_seconds`, re-read the camera list: start this replica's cameras that appeared in
+        it (added through another replica, or by an operator), stop the ones that left it."""
+        while True:
+            await asyncio.sleep(self.config.camera_poll_seconds)
+            try:
+                changed = await asyncio.to_thread(self.cameras.reload)
+            except CameraConfigError as exc:
+                logger.warning("camera list not re-read, keeping the cameras running: %s", exc)
+                continue
+            if changed:
+                await self._reconcile_cameras()
+
+    async def _reconcile_cameras(self) -> None:
+        listed = {
+            camera.camera_id: camera for camera in self.cameras.all() if self.shard.owns(camera.camera_id)
+        }
+        running = {sid for sid, stream in self.streams.items() if stream.camera is not None}
+        for camera_id in running - set(listed):
+            logger.info("camera %s left the camera list: stopping it", camera_id)
+            await self._remove_stream(camera_id)
+        for camera_id in set(listed) - running:
+            logger.info("camera %s joined the camera list: starting it", camera_id)
+            self._start_camera(listed[camera_id], configured=True)
+
+    def _elsewhere(self, stream_id: str) -> Elsewhere | None:
+        """Where a camera of the shared list that another replica runs is reached; None for any other id."""
+        if stream_id in self.streams or self.cameras.get(stream_id) is None or self.shard.owns(stream_id):
+            return None
+        replica = self.shard.owner(stream_id)
+        return Elsewhere(stream_id, replica, self.shard.url_of(replica))
+
+    def others(self) -> list[dict[str, Any]]:
+        """The cameras of the shared list that other replicas run: id, name, replica and its stream's URL."""
+        return [
+            {
+                "id": camera.camera_id,
+                "name": camera.name,
+                "replica": self.shard.owner(camera.camera_id),
+                "url": f"{self.shard.url_of(self.shard.owner(camera.camera_id))}/api/streams/{camera.camera_id}",
+            }
+            for camera in self.cameras.all()
+            if not self.shard.owns(camera.camera_id)
+        ]
 
     async def close(self) -> None:
         """Close every peer, stop readers and workers, then the batcher: nothing is left running.
@@ -383,10 +455,18 @@ class LiveService:
             await asyncio.to_thread(self.cameras.add, camera)
         finally:
             self._adding -= 1
+        if not self.shard.owns(camera.camera_id):  # saved: its replica starts it at its next re-read
+            replica = self.shard.owner(camera.camera_id)
+            return {"id": camera.camera_id, "name": camera.name, "kind": "camera", "replica": replica}
         return self._start_camera(camera, configured=True).describe()
 
     async def remove_stream(self, stream_id: str) -> None:
         stream = self.streams.get(stream_id)
+        if stream is None and self._elsewhere(stream_id) is not None:
+            await asyncio.to_thread(
+                self.cameras.remove, stream_id
+            )  # its replica stops it at its next re-read
+            return
         if stream is None:
             raise NotFound(f"no stream {stream_id}")
         if stream.camera is not None:
@@ -394,10 +474,18 @@ class LiveService:
         await self._remove_stream(stream_id)
 
     def describe(self, stream_id: str) -> dict[str, Any]:
+        """The stream as the API shows it; Elsewhere for a camera another replica runs."""
+        return self.stream(stream_id).describe()
+
+    def stream(self, stream_id: str) -> LiveStream:
+        """The running stream `stream_id`; Elsewhere for a camera another replica runs, else NotFound."""
         stream = self.streams.get(stream_id)
-        if stream is None:
-            raise NotFound(f"no stream {stream_id}")
-        return stream.describe()
+        if stream is not None:
+            return stream
+        elsewhere = self._elsewhere(stream_id)
+        if elsewhere is not None:
+            raise elsewhere
+        raise NotFound(f"no stream {stream_id}")
 
     def refresh_metrics(self) -> None:
         """Copy gauges (queues, states, viewers) and new drops, reconnects and decode errors into the metrics."""
@@ -452,10 +540,7 @@ class LiveService:
         if len(self.peers) >= self.config.max_viewers:
             self.metrics.count_rejected("max_viewers")
             raise LimitReached(f"viewer limit reached ({self.config.max_viewers} peer connections)")
-        # On a loopback-only host no STUN server is reachable: aiortc's default (a public one) would only
-        # delay the answer and send queries off the machine.
-        configuration = RTCConfiguration(iceServers=[]) if self.config.loopback_ice else None
-        peer = RTCPeerConnection(configuration)
+        peer = RTCPeerConnection(ice_configuration(self.config))
         self.peers.add(peer)
         self._spawn(self._expire_silent(weakref.ref(peer)))
         return peer
@@ -572,9 +657,7 @@ class LiveService:
 
     async def view_offer(self, stream_id: str, offer: RTCSessionDescription) -> RTCSessionDescription:
         """A browser watches a stream's annotated video (receive only) and its face verdicts."""
-        stream = self.streams.get(stream_id)
-        if stream is None:
-            raise NotFound(f"no stream {stream_id}")
+        stream = self.stream(stream_id)
         peer = self._new_peer()
         try:
             self._attach(peer, stream)

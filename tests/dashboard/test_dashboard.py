@@ -35,7 +35,7 @@ DASHBOARD_PROVIDERS = GRAFANA_DIR / "provisioning" / "dashboards" / "fakeweb.yml
 COMPOSE = ROOT / "docker-compose.yml"
 OPERATIONS = ROOT / "docs" / "operations.md"
 # What Grafana would put in place of the dashboard's variables.
-GRAFANA_VARIABLES = {"$__rate_interval": "30s", "$stream": ".*"}
+GRAFANA_VARIABLES = {"$__rate_interval": "30s", "$stream": ".*", "$pod": ".*"}
 
 needs_promtool = pytest.mark.skipif(
     not (shutil.which("promtool") and shutil.which("prometheus")), reason="needs Debian's prometheus (2.42+)"
@@ -53,16 +53,23 @@ def all_panels(panels: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         yield from all_panels(panel.get("panels", []))
 
 
+def raw_queries() -> dict[str, str]:
+    """'panel title / refId' -> PromQL as the dashboard has it."""
+    dashboard = json.loads(DASHBOARD_JSON.read_text(encoding="utf-8"))
+    return {
+        f"{panel['title']} / {target['refId']}": target["expr"]
+        for panel in all_panels(dashboard["panels"])
+        for target in panel.get("targets", [])
+    }
+
+
 def dashboard_queries() -> dict[str, str]:
     """'panel title / refId' -> PromQL with Grafana's variables substituted."""
-    dashboard = json.loads(DASHBOARD_JSON.read_text(encoding="utf-8"))
     queries = {}
-    for panel in all_panels(dashboard["panels"]):
-        for target in panel.get("targets", []):
-            expr = target["expr"]
-            for variable, value in GRAFANA_VARIABLES.items():
-                expr = expr.replace(variable, value)
-            queries[f"{panel['title']} / {target['refId']}"] = expr
+    for name, expr in raw_queries().items():
+        for variable, value in GRAFANA_VARIABLES.items():
+            expr = expr.replace(variable, value)
+        queries[name] = expr
     return queries
 
 
@@ -204,9 +211,12 @@ def test_dashboard_structure() -> None:
             assert target.get("datasource", panel["datasource"])["uid"] == datasource["uid"]
     for variable in dashboard["templating"]["list"]:
         assert variable["datasource"]["uid"] == datasource["uid"]
-    assert {variable["name"] for variable in dashboard["templating"]["list"]} == {"stream"}
+    assert {variable["name"] for variable in dashboard["templating"]["list"]} == {"stream", "pod"}
     for query in dashboard_queries().values():
         assert "$" not in query, f"unsubstituted variable in {query}"
+    for name, panel_query in raw_queries().items():  # every replica's series, or the chosen ones
+        selectors = re.findall(r"fakeweb_\w+(\{[^}]*\})?", panel_query)
+        assert selectors and all('pod=~"$pod"' in selector for selector in selectors), name
 
 
 def test_dashboard_covers_the_required_views() -> None:
