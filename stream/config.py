@@ -313,7 +313,7 @@ class ServiceConfig:
         "",
         help="Base URL of replica `{replica}` as the others reach it, e.g. "
         "`http://fakeweb-{replica}.fakeweb-replicas:8080`: requests for a camera another replica runs are "
-        "redirected there. Needed with `replicas` > 1.",
+        "forwarded there. Needed with `replicas` > 1.",
     )
     ice_servers: tuple[str, ...] = setting(
         (),

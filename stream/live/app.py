@@ -15,6 +15,7 @@ from aiortc import RTCSessionDescription
 
 from models.errors import FakewebError
 from stream.live.cameras import CameraConfigError, CameraNameTaken, CameraStorageError
+from stream.live.forward import forward
 from stream.live.openapi import OPENAPI
 from stream.live.service import BadOffer, LimitReached, LiveService, NotFound
 from stream.live.sharding import Elsewhere
@@ -56,11 +57,8 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         return await handler(request)
     except web.HTTPException:
         raise
-    except Elsewhere as exc:  # another replica runs the camera: the same request, there
-        location = exc.location + request.path_qs
-        return web.json_response(
-            {"error": str(exc), "replica": exc.replica}, status=307, headers={"Location": location}
-        )
+    except Elsewhere as exc:  # another replica runs the camera: the same request, answered there
+        return await forward(request, exc)
     except FakewebError as exc:
         return error(_status_for(exc), str(exc))
     except Exception:  # the server must answer and stay up
@@ -227,6 +225,7 @@ class Routes:
 
     async def view_stream(self, request: web.Request) -> web.Response:
         service = self.service(request)
+        service.stream(request.match_info["stream_id"])  # another replica's camera: forwarded, body unread
         offer = parse_offer(await read_json(request, service.config.max_offer_bytes))
         answer = await service.view_offer(request.match_info["stream_id"], offer)
         return web.json_response({"sdp": answer.sdp, "type": answer.type})

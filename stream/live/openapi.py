@@ -8,9 +8,9 @@ _ERROR = {
     "description": "error",
     "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
 }
-_ELSEWHERE = {
-    "description": "the camera runs on another replica: the same request at `Location` (its replica_url)",
-    "headers": {"Location": {"schema": {"type": "string"}}},
+_UNREACHABLE = {
+    "description": "the camera runs on another replica (docs/kubernetes.md), which cannot be reached (502) or "
+    "disagrees on who runs it (409); answers forwarded from the camera's replica carry X-Fakeweb-Replica",
     "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
 }
 _SDP = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/SessionDescription"}}}}
@@ -213,7 +213,7 @@ OPENAPI: dict[str, Any] = {
                 "summary": "One stream: status, fps, faces",
                 "responses": {
                     "200": _json("#/components/schemas/Stream", "the stream"),
-                    "307": _ELSEWHERE,
+                    "502": _UNREACHABLE,
                     "401": _ERROR,
                     "404": _ERROR,
                 },
@@ -224,7 +224,7 @@ OPENAPI: dict[str, Any] = {
                     "204": {
                         "description": "removed (a camera another replica runs stops at its next re-read)"
                     },
-                    "307": _ELSEWHERE,
+                    "502": _UNREACHABLE,
                     "401": _ERROR,
                     "404": _ERROR,
                 },
@@ -239,7 +239,7 @@ OPENAPI: dict[str, Any] = {
                 "requestBody": {"required": True, **_SDP},
                 "responses": {
                     "200": _json("#/components/schemas/SessionDescription", "answer"),
-                    "307": _ELSEWHERE,
+                    "502": _UNREACHABLE,
                     "400": _ERROR,
                     "401": _ERROR,
                     "404": _ERROR,

@@ -3,8 +3,8 @@
 The owner of a camera is chosen by rendezvous (highest random weight) hashing of its id over the replica
 indices: every replica computes the same owner from the shared camera list alone, with no coordination. Going
 from N to N + 1 replicas moves about 1/(N + 1) of the cameras (those the new replica wins), and removing the last
-replica moves only its own cameras. A request for a camera another replica runs is redirected to that replica's
-`replica_url`.
+replica moves only its own cameras. A request for a camera another replica runs is forwarded to that replica's
+`replica_url` (`stream.live.forward`).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from models.errors import FakewebError
 
 
 class Elsewhere(FakewebError):
-    """The camera runs on another replica: the request is redirected (307) to `location`."""
+    """The camera runs on another replica, reached at `location`: the request is forwarded there."""
 
     def __init__(self, camera_id: str, replica: int, location: str) -> None:
         super().__init__(f"camera {camera_id} runs on replica {replica}: {location}")

@@ -162,9 +162,12 @@ function showCamera(element, stream) {
 
 async function refreshCameras() {
   try {
-    const { streams } = await api("/api/streams");
+    const { streams, elsewhere = [] } = await api("/api/streams");
     const list = $("#camera-list");
-    const cameras = streams.filter((stream) => stream.kind === "camera");
+    // Cameras other replicas run (docs/kubernetes.md): their details come through this replica, forwarded.
+    const others = await Promise.allSettled(elsewhere.map((camera) => api(`/api/streams/${encodeURIComponent(camera.id)}`)));
+    const forwarded = others.filter((result) => result.status === "fulfilled").map((result) => result.value);
+    const cameras = [...streams, ...forwarded].filter((stream) => stream.kind === "camera");
     const ids = new Set(cameras.map((stream) => stream.id));
     list.querySelectorAll(".camera").forEach((element) => {
       if (!ids.has(element.dataset.id)) { stopWatching(element.dataset.id); element.remove(); }

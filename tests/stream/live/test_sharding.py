@@ -6,6 +6,7 @@ over one camera list of real RTSP test cameras.
 from __future__ import annotations
 
 import http.client
+import json
 import socket
 import threading
 from collections.abc import Iterator
@@ -145,14 +146,13 @@ def local_cameras(server: ServerProcess) -> dict[str, str]:
     return {item["id"]: item["status"] for item in body["streams"]}
 
 
-def raw_get(server: ServerProcess, path: str) -> tuple[int, str | None]:
-    """Status and Location of a GET, without following a redirect."""
-    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+def raw_get(server: ServerProcess, path: str) -> tuple[int, str | None, str]:
+    """Status, X-Fakeweb-Replica header and body of a GET."""
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
     try:
         connection.request("GET", path)
         response = connection.getresponse()
-        response.read()
-        return response.status, response.getheader("Location")
+        return response.status, response.getheader("X-Fakeweb-Replica"), response.read().decode()
     finally:
         connection.close()
 
@@ -181,12 +181,11 @@ def test_three_replicas_run_each_camera_once_answer_for_all_and_scaling_down_mov
                 30,
                 f"replica {index} running its cameras live",
             )
-        # Any replica answers for any camera: a redirect to the one that runs it.
+        # Any replica answers for any camera: the request is forwarded to the one that runs it.
         camera_on_2 = sorted(expected[2])[0]
-        status, location = raw_get(servers[0], f"/api/streams/{camera_on_2}")
-        assert status == 307 and location == f"{servers[2].url}/api/streams/{camera_on_2}"
-        status, body = servers[0].request("GET", f"/api/streams/{camera_on_2}")  # urllib follows it
-        assert status == 200 and body["id"] == camera_on_2 and body["status"] == "live"
+        status, replica_header, body = raw_get(servers[0], f"/api/streams/{camera_on_2}")
+        assert status == 200 and replica_header == "2", body
+        assert json.loads(body)["id"] == camera_on_2 and json.loads(body)["status"] == "live"
         _, listing = servers[1].request("GET", "/api/streams")
         assert {item["id"] for item in listing["elsewhere"]} == expected[0] | expected[2]
 
@@ -201,7 +200,22 @@ def test_three_replicas_run_each_camera_once_answer_for_all_and_scaling_down_mov
         assert status == 204
         wait_for(lambda: added["id"] not in local_cameras(home), 10, "the removed camera stopped")
 
-        # Scale down: stop replica 2, restart the others as two replicas. Only replica 2's cameras move.
+        # A WebRTC offer to watch it goes to its replica too, body and all (here one it refuses).
+        connection = http.client.HTTPConnection("127.0.0.1", servers[1].port, timeout=30)
+        connection.request(
+            "POST", f"/api/streams/{camera_on_2}/view", body=b'{"sdp": "v=0", "type": "offer"}'
+        )
+        response = connection.getresponse()
+        refused = json.loads(response.read())
+        connection.close()
+        assert response.status == 400 and response.getheader("X-Fakeweb-Replica") == "2", refused
+
+        # Its replica down, a camera's requests get a clear 502 from the others.
+        servers[2].stop()
+        status, _, body = raw_get(servers[0], f"/api/streams/{camera_on_2}")
+        assert status == 502 and "replica 2" in json.loads(body)["error"]
+
+        # Scale down: restart the other two as two replicas. Only replica 2's cameras move.
         for server in servers:
             server.stop()
         smaller = [replica(tmp_path, index, 2, base_port, camera_list) for index in range(2)]
