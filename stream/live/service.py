@@ -40,14 +40,13 @@ from stream.live.worker import FairGate, StreamWorker
 from stream.outputs.encoder import EncoderSettings
 from stream.outputs.feed import AnnotatedFeed
 from stream.outputs.metrics import Metrics, StreamLabels
-from stream.outputs.rtsp_out import RtspPublisher
 from stream.outputs.verdicts import face_json
 from stream.outputs.viewer import ViewerTrack, offers_vp8, send_to
 from stream.pipeline.pipeline import PipelineConfig, StreamPipeline
 from stream.pipeline.scoring import ScoringConfig
 from stream.runtime.affinity import CpuSplit, RolePinning
 from stream.runtime.cpu_split import CpuSplitter, RoleLoad, start_pinning, stop_pinning
-from stream.sources.rtsp import CameraState, RtspCamera, RtspConfig, redact_url
+from stream.sources.rtsp import CameraState, RtspCamera, RtspConfig
 
 logger = logging.getLogger(__name__)
 
@@ -121,22 +120,7 @@ class LiveStream:
             "viewers": len(self.peers),
             "faces": [] if down else [face_json(face) for face in stats.faces],
             **self._reader_health(),
-            "rtsp_out": self._publication(),
-        }
-
-    def _publication(self) -> dict[str, Any] | None:
-        """Where the annotated video is published over RTSP and how that goes; None with RTSP out off."""
-        publisher = self.route.publisher
-        if publisher is None:
-            return None
-        stats = publisher.stats
-        return {
-            "url": redact_url(publisher.url),
-            "connected": stats.connected,
-            "frames_sent": stats.sent,
-            "frames_dropped": stats.dropped_disconnected + publisher.dropped_replaced,
-            "reconnects": stats.reconnects,
-            "last_error": stats.last_error,
+            "rtsp_out": None if self.route.publisher is None else self.route.publisher.describe(),
         }
 
     def _reader_health(self) -> dict[str, Any]:
@@ -319,16 +303,13 @@ class LiveService:
 
     def others(self) -> list[dict[str, Any]]:
         """The cameras of the shared list that other replicas run: id, name, replica and its stream's URL."""
-        return [
-            {
-                "id": camera.camera_id,
-                "name": camera.name,
-                "replica": self.shard.owner(camera.camera_id),
-                "url": f"{self.shard.url_of(self.shard.owner(camera.camera_id))}/api/streams/{camera.camera_id}",
-            }
-            for camera in self.cameras.all()
-            if not self.shard.owns(camera.camera_id)
-        ]
+        others = []
+        for camera in self.cameras.all():
+            replica = self.shard.owner(camera.camera_id)
+            if not self.shard.owns(camera.camera_id):
+                url = f"{self.shard.url_of(replica)}/api/streams/{camera.camera_id}"
+                others.append({"id": camera.camera_id, "name": camera.name, "replica": replica, "url": url})
+        return others
 
     async def close(self) -> None:
         """Close every peer, stop readers and workers, then the batcher: nothing is left running.
@@ -463,9 +444,8 @@ class LiveService:
     async def remove_stream(self, stream_id: str) -> None:
         stream = self.streams.get(stream_id)
         if stream is None and self._elsewhere(stream_id) is not None:
-            await asyncio.to_thread(
-                self.cameras.remove, stream_id
-            )  # its replica stops it at its next re-read
+            # Off the shared list: the replica that runs it stops it at its next re-read.
+            await asyncio.to_thread(self.cameras.remove, stream_id)
             return
         if stream is None:
             raise NotFound(f"no stream {stream_id}")
@@ -510,30 +490,18 @@ class LiveService:
                         metrics.count_reconnect(stream.label)
                 else:
                     metrics.count_frame(stream.label, name, new)
-        publishing = [stream for stream in streams if stream.route.publisher is not None]
-        connected: Counter[str] = Counter({stream.label: 0 for stream in publishing})
-        for stream in publishing:
+        connected: Counter[str] = Counter()
+        for stream in streams:
             publisher = stream.route.publisher
-            assert publisher is not None
-            self._refresh_publication_metrics(stream, publisher)
+            if publisher is None:
+                continue
+            for name, total in publisher.totals().items():
+                new = total - stream.reported[f"rtsp_out_{name}"]
+                if new > 0:
+                    stream.reported[f"rtsp_out_{name}"] = total
+                    metrics.count_rtsp_out(stream.label, name, new)
             connected[stream.label] += publisher.stats.connected
         metrics.set_rtsp_out_connected(connected)
-
-    def _refresh_publication_metrics(self, stream: LiveStream, publisher: RtspPublisher) -> None:
-        """The stream's RTSP out counts since the last refresh."""
-        stats = publisher.stats
-        totals = {
-            "sent": stats.sent,
-            "dropped_replaced": publisher.dropped_replaced,
-            "dropped_disconnected": stats.dropped_disconnected,
-            "reconnects": stats.reconnects,
-        }
-        for name, total in totals.items():
-            key = f"rtsp_out_{name}"
-            new = total - stream.reported[key]
-            if new > 0:
-                stream.reported[key] = total
-                self.metrics.count_rtsp_out(stream.label, name, new)
 
     # -- WebRTC ------------------------------------------------------------------------------------------------
     def _new_peer(self) -> RTCPeerConnection:

@@ -178,6 +178,28 @@ class RtspPublisher:
     def start(self) -> None:
         self._thread.start()
 
+    def totals(self) -> dict[str, int]:
+        """Counts since start, by the names of `stream.outputs.metrics.RTSP_OUT_OUTCOMES` and reconnects."""
+        stats = self.stats
+        return {
+            "sent": stats.sent,
+            "dropped_replaced": self.dropped_replaced,
+            "dropped_disconnected": stats.dropped_disconnected,
+            "reconnects": stats.reconnects,
+        }
+
+    def describe(self) -> dict[str, object]:
+        """The publication as the API shows it (credentials redacted)."""
+        stats = self.stats
+        return {
+            "url": redact_url(self.url),
+            "connected": stats.connected,
+            "frames_sent": stats.sent,
+            "frames_dropped": stats.dropped_disconnected + self.dropped_replaced,
+            "reconnects": stats.reconnects,
+            "last_error": stats.last_error,
+        }
+
     def publish(self, frame: Frame) -> None:
         """Any thread, never blocks: `frame`'s image (converted here) is the next to send."""
         self._slot.put(yuv420p_frame(frame.image))
