@@ -20,6 +20,7 @@ from models.devices import DEVICE_CHOICES
 from models.errors import FakewebError
 from models.package import DEFAULT_PACKAGE_DIR, ModelPackage
 from stream.live.reload import parse_model_ref
+from stream.outputs.event_store import Retention
 from stream.outputs.rtsp_out import H264_PROFILES, H264Profile, RtspOutSettings
 from stream.pipeline.scoring import SETTINGS as SCORING_SETTINGS
 from stream.pipeline.scoring import ScoringConfig
@@ -290,6 +291,19 @@ class ServiceConfig:
         choices=H264_PROFILES,
         help="H.264 profile of the RTSP publication; baseline plays everywhere.",
     )
+    events: bool = setting(
+        True,
+        help="Record events: a face judged manipulated, with an annotated snapshot and its crops, under "
+        "`data_dir/events` (pictures of faces: the API serves them only with the token).",
+    )
+    events_suspect_seconds: float = setting(
+        0.0,
+        bounds=NOT_NEGATIVE,
+        help="A face suspect this long also opens an event; 0: only manipulated ones.",
+    )
+    events_max_count: int = setting(1000, bounds=AT_LEAST_ONE, help="Most events kept; the oldest go first.")
+    events_max_age_days: float = setting(30.0, bounds=POSITIVE, help="Events older than this are deleted.")
+    events_max_mb: int = setting(1024, bounds=AT_LEAST_ONE, help="Most megabytes of events kept on disk.")
     camera_list: str = setting(
         "",
         shown="`cameras.json` in `data_dir`",
@@ -390,6 +404,13 @@ class ServiceConfig:
     @property
     def cameras_file(self) -> Path:
         return Path(self.camera_list).expanduser() if self.camera_list else self.data_dir / "cameras.json"
+
+    @property
+    def events_dir(self) -> Path:
+        return self.data_dir / "events"
+
+    def event_retention(self) -> Retention:
+        return Retention(self.events_max_count, self.events_max_age_days, self.events_max_mb << 20)
 
     @property
     def model_cache_dir(self) -> Path:

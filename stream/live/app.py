@@ -15,6 +15,7 @@ from aiortc import RTCSessionDescription
 
 from models.errors import FakewebError
 from stream.live.cameras import CameraConfigError, CameraNameTaken, CameraStorageError
+from stream.live.events_api import BadQuery, EventNotFound, EventRoutes
 from stream.live.forward import forward
 from stream.live.openapi import OPENAPI
 from stream.live.service import BadOffer, LimitReached, LiveService, NotFound
@@ -41,11 +42,11 @@ def error(status: int, message: str) -> web.Response:
 def _status_for(exc: FakewebError) -> int:
     if isinstance(exc, LimitReached | CameraStorageError):
         return 503
-    if isinstance(exc, NotFound):
+    if isinstance(exc, NotFound | EventNotFound):
         return 404
     if isinstance(exc, CameraNameTaken):
         return 409
-    if isinstance(exc, BadRequest | BadOffer | CameraConfigError):
+    if isinstance(exc, BadRequest | BadOffer | CameraConfigError | BadQuery):
         return 400
     return 400
 
@@ -254,6 +255,7 @@ def create_app(service: LiveService, metrics_handler: Handler) -> web.Applicatio
     app.router.add_delete("/api/streams/{stream_id}", routes.delete_stream)
     app.router.add_post("/api/streams/{stream_id}/view", routes.view_stream)
     app.router.add_post("/api/webrtc/offer", routes.webrtc_offer)
+    EventRoutes(service.events).register(app)
 
     async def on_startup(app: web.Application) -> None:
         await service.start()

@@ -13,6 +13,7 @@ _UNREACHABLE = {
     "disagrees on who runs it (409); answers forwarded from the camera's replica carry X-Fakeweb-Replica",
     "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
 }
+EVENT_ID = {"name": "event_id", "in": "path", "required": True, "schema": {"type": "string"}}
 _SDP = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/SessionDescription"}}}}
 
 
@@ -157,6 +158,44 @@ OPENAPI: dict[str, Any] = {
                     },
                 },
             },
+            "Event": {
+                "type": "object",
+                "description": "a face judged manipulated (or suspect for events_suspect_seconds) on one stream",
+                "properties": {
+                    "id": {"type": "string"},
+                    "stream": {"type": "string"},
+                    "track_id": {"type": "integer"},
+                    "verdict": {"type": "string", "enum": ["manipulated", "suspect"]},
+                    "status": {
+                        "type": "string",
+                        "enum": ["open", "closed", "interrupted"],
+                        "description": "interrupted: the service stopped before the event ended",
+                    },
+                    "started_at": {"type": "string", "format": "date-time"},
+                    "ended_at": {"type": "string", "format": "date-time", "nullable": True},
+                    "peak_score": {"type": "number"},
+                    "mean_score": {"type": "number"},
+                    "samples": {"type": "integer"},
+                    "model_version": {"type": "string"},
+                    "snapshot": {
+                        "type": "string",
+                        "nullable": True,
+                        "description": "URL of the annotated frame",
+                    },
+                    "crops": {
+                        "type": "array",
+                        "items": {"type": "string"},
+                        "description": "URLs of the face crops the model judged, best scored first",
+                    },
+                },
+            },
+            "EventList": {
+                "type": "object",
+                "properties": {
+                    "events": {"type": "array", "items": {"$ref": "#/components/schemas/Event"}},
+                    "total": {"type": "integer", "description": "events matching the filters, all pages"},
+                },
+            },
             "StreamList": {
                 "type": "object",
                 "properties": {
@@ -244,6 +283,85 @@ OPENAPI: dict[str, Any] = {
                     "401": _ERROR,
                     "404": _ERROR,
                     "503": _ERROR,
+                },
+            },
+        },
+        "/api/events": {
+            "get": {
+                "summary": "List events, newest first",
+                "parameters": [
+                    {"name": "stream", "in": "query", "schema": {"type": "string"}},
+                    {
+                        "name": "verdict",
+                        "in": "query",
+                        "schema": {"type": "string", "enum": ["manipulated", "suspect"]},
+                    },
+                    {
+                        "name": "since",
+                        "in": "query",
+                        "description": "started at or after: ISO 8601 with a time zone, or seconds since the epoch",
+                        "schema": {"type": "string"},
+                    },
+                    {
+                        "name": "until",
+                        "in": "query",
+                        "description": "started before",
+                        "schema": {"type": "string"},
+                    },
+                    {
+                        "name": "limit",
+                        "in": "query",
+                        "schema": {"type": "integer", "minimum": 0, "maximum": 500, "default": 50},
+                    },
+                    {
+                        "name": "offset",
+                        "in": "query",
+                        "schema": {"type": "integer", "minimum": 0, "default": 0},
+                    },
+                ],
+                "responses": {
+                    "200": _json("#/components/schemas/EventList", "events"),
+                    "400": _ERROR,
+                    "401": _ERROR,
+                    "404": _ERROR,
+                },
+            },
+        },
+        "/api/events/{event_id}": {
+            "parameters": [EVENT_ID],
+            "get": {
+                "summary": "One event",
+                "responses": {
+                    "200": _json("#/components/schemas/Event", "the event"),
+                    "401": _ERROR,
+                    "404": _ERROR,
+                },
+            },
+            "delete": {
+                "summary": "Delete an event and its pictures",
+                "responses": {"204": {"description": "deleted"}, "401": _ERROR, "404": _ERROR},
+            },
+        },
+        "/api/events/{event_id}/{name}": {
+            "parameters": [
+                EVENT_ID,
+                {
+                    "name": "name",
+                    "in": "path",
+                    "required": True,
+                    "schema": {"type": "string"},
+                    "description": "snapshot.jpg or crop-<n>.jpg",
+                },
+            ],
+            "get": {
+                "summary": "A picture of an event (JPEG)",
+                "responses": {
+                    "200": {
+                        "description": "the picture",
+                        "content": {"image/jpeg": {"schema": {"type": "string", "format": "binary"}}},
+                    },
+                    "401": _ERROR,
+                    "404": _ERROR,
                 },
             },
         },

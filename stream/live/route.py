@@ -7,8 +7,9 @@
                  to RGB within the size cap (`frames.rgb_within`)
     -> pipeline  `StreamPipeline.process`: detect, track, classify through the shared batcher, smooth, mesh, draw
     -> outputs   a `Fanout`, each sink isolated from the others: the annotated feed (encoded once, VP8, for
-                 every viewer), the metrics, the verdicts on the viewers' data channels, and with RTSP out on,
-                 the publication to a media server (encoded once, H.264); `outputs.add` adds one
+                 every viewer), the metrics, the verdicts on the viewers' data channels, the events (manipulated
+                 faces kept with a snapshot), and with RTSP out on, the publication to a media server (encoded
+                 once, H.264); `outputs.add` adds one
 
 `LiveService` builds one route per stream and keeps the rest: peers, limits, the camera list.
 """
@@ -23,6 +24,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from stream.live.worker import FairGate, FrameInput, StreamWorker
 from stream.outputs.encoder import EncoderSettings
+from stream.outputs.events import EventRecorder
 from stream.outputs.fanout import Fanout, FrameMetrics
 from stream.outputs.feed import AnnotatedFeed
 from stream.outputs.metrics import Metrics
@@ -40,7 +42,7 @@ class StreamRoute:
     `loop` is the service's event loop (viewers and data channels live there); `label` names the stream in the
     metrics; `gate` is shared by every stream's worker; `pinning` places the threads the route starts (worker,
     encoder, camera reader, RTSP publisher) by role, unpinned without one; `rtsp_out` publishes the annotated
-    video to a media server too.
+    video to a media server too; `events` records the stream's events.
     """
 
     def __init__(
@@ -53,6 +55,7 @@ class StreamRoute:
         gate: FairGate | None = None,
         pinning: RolePinning | None = None,
         rtsp_out: RtspOutSettings | None = None,
+        events: EventRecorder | None = None,
     ) -> None:
         self.stream_id = pipeline.stream_id
         self.pinning = pinning or RolePinning()
@@ -67,6 +70,9 @@ class StreamRoute:
         )
         self.verdicts = VerdictChannels(loop, self.stream_id)
         self.outputs = Fanout(self.stream_id, [self.feed, frame_metrics, self.verdicts])
+        self.events = events
+        if events is not None:
+            self.outputs.add(events)
         self.publisher: RtspPublisher | None = None
         if rtsp_out is not None:
             self.publisher = RtspPublisher(
@@ -123,10 +129,12 @@ class StreamRoute:
 
     async def stop(self) -> None:
         """Stop the source, then the worker (it finishes its frame and releases its pipeline), then the feed,
-        which ends every viewer's video, then the RTSP publication."""
+        which ends every viewer's video, then the RTSP publication; open events end."""
         if self.reader is not None:
             await asyncio.to_thread(self.reader.stop)
         await asyncio.to_thread(self.worker.stop)
+        if self.events is not None:
+            self.events.close_all()
         await self.feed.close()
         if self.publisher is not None:
             await asyncio.to_thread(self.publisher.close)

@@ -38,6 +38,8 @@ from stream.live.route import StreamRoute
 from stream.live.sharding import Elsewhere, Shard
 from stream.live.worker import FairGate, StreamWorker
 from stream.outputs.encoder import EncoderSettings
+from stream.outputs.event_store import EventStore
+from stream.outputs.events import EventRecorder
 from stream.outputs.feed import AnnotatedFeed
 from stream.outputs.metrics import Metrics, StreamLabels
 from stream.outputs.verdicts import face_json
@@ -239,6 +241,12 @@ class LiveService:
         """Permits to process a frame, shared by every stream's worker (see `stream.worker`)."""
         self.streams: dict[str, LiveStream] = {}
         self.peers: set[RTCPeerConnection] = set()
+        self.events: EventStore | None = None
+        """The events of every stream (`stream.outputs.events`); None with `events` off."""
+        if config.events:
+            self.events = EventStore(
+                config.events_dir, config.event_retention(), on_failure=metrics.count_event_write_failure
+            )
         self.shard = Shard(config.replica_id, config.replicas, config.replica_url)
         """Which cameras of the (shared) camera list this process runs (`stream.live.sharding`)."""
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -257,6 +265,8 @@ class LiveService:
         self._loop = asyncio.get_running_loop()
         self._splitter = _pin_by_role(self.config.pin_threads, self.pinning, self.metrics.set_threads_pinned)
         self.batcher.start()
+        if self.events is not None:
+            self.events.start()
         cameras = [camera for camera in self.cameras.all() if self.shard.owns(camera.camera_id)]
         if len(cameras) > self.config.max_streams:
             logger.warning(
@@ -328,6 +338,8 @@ class LiveService:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self.batcher.stop()
+        if self.events is not None:
+            await asyncio.to_thread(self.events.close)  # what the streams' last events queued is written
         stop_pinning(self._splitter, self.pinning)
         self.metrics.set_threads_pinned(False)
 
@@ -371,6 +383,15 @@ class LiveService:
             stream_id, self._pipeline_config(kind), self.batcher.classify, scoring=self._scoring_config
         )
         encoder = EncoderSettings(bitrate=self.config.video_bitrate_kbps * 1000)
+        events = None
+        if self.events is not None:
+            events = EventRecorder(
+                stream_id,
+                self.events,
+                lambda: self.holder.current.package.manifest.version,
+                self.config.events_suspect_seconds,
+                on_open=lambda verdict: self.metrics.count_event(label, verdict),
+            )
         route = StreamRoute(
             pipeline,
             label,
@@ -380,6 +401,7 @@ class LiveService:
             self.gate,
             self.pinning,
             self.config.rtsp_out(),
+            events,
         )
         stream = LiveStream(stream_id, kind, name, label, route, camera)
         self.streams[stream_id] = stream

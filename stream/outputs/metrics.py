@@ -9,6 +9,7 @@ per-stream latency is the end-to-end histogram.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections.abc import Mapping
@@ -208,6 +209,17 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=reg,
         )
+        self._events = Counter(
+            "fakeweb_events",
+            "Events opened, by stream and the verdict that opened them (manipulated, or suspect for long enough).",
+            ["stream", "verdict"],
+            registry=reg,
+        )
+        self._event_write_failures = Counter(
+            "fakeweb_event_write_failures",
+            "Event writes the disk refused (full or read-only) or the writer dropped: the service goes on.",
+            registry=reg,
+        )
         self._threads_pinned = Gauge(
             "fakeweb_threads_pinned",
             "1 while the model and codec threads are pinned to separate CPUs, else 0.",
@@ -243,6 +255,9 @@ class Metrics:
         self._reconnects.remove(stream)
         for outcome in FRAME_OUTCOMES:
             self._frames.remove(stream, outcome)
+        for verdict in ("manipulated", "suspect"):
+            with contextlib.suppress(KeyError):  # a stream that never opened an event has no such series
+                self._events.remove(stream, verdict)
         if stream in self._publishing:
             self._publishing.discard(stream)
             self._rtsp_out_reconnects.remove(stream)
@@ -302,6 +317,15 @@ class Metrics:
     def observe_rtsp_out_encode(self, seconds: float) -> None:
         """One published frame's H.264 encode and send."""
         self._rtsp_out_encode.observe(seconds)
+
+    def count_event(self, stream: str, verdict: str) -> None:
+        """An event opened on `stream` by `verdict` (manipulated or suspect)."""
+        if verdict not in ("manipulated", "suspect"):
+            raise ValueError(f"events open on manipulated or suspect, not {verdict!r}")
+        self._events.labels(stream, verdict).inc()
+
+    def count_event_write_failure(self) -> None:
+        self._event_write_failures.inc()
 
     def count_faces(self, verdict: str, n: int = 1) -> None:
         """`n` faces shown with `verdict` in one processed frame."""

@@ -112,6 +112,8 @@ class FrameResult:
     capture_time: float
     faces: list[FaceResult]
     times: StageTimes
+    crops: dict[int, np.ndarray] = field(default_factory=dict)
+    """The face crops classified in this frame, by track id, as the model saw them (before any drawing)."""
 
 
 class StreamPipeline:
@@ -189,7 +191,10 @@ class StreamPipeline:
                 )
         with times.measure("draw"):
             draw_overlays(image, overlays, self.config.overlay)
-        return FrameResult(self.stream_id, frame.index, frame.seconds, frame.capture_time, faces, times)
+        classified = dict(zip((track.track_id for track in due), crops, strict=True)) if due else {}
+        return FrameResult(
+            self.stream_id, frame.index, frame.seconds, frame.capture_time, faces, times, classified
+        )
 
     @property
     def scoring(self) -> ScoringConfig:

@@ -57,6 +57,8 @@ def exercised() -> Metrics:
     metrics.count_rtsp_out("cam1", "reconnects")
     metrics.set_rtsp_out_connected({"cam1": 1})
     metrics.observe_rtsp_out_encode(0.003)
+    metrics.count_event("cam1", "manipulated")
+    metrics.count_event_write_failure()
     return metrics
 
 
