@@ -21,6 +21,7 @@ from models.errors import FakewebError
 from models.package import DEFAULT_PACKAGE_DIR, ModelPackage
 from stream.live.reload import parse_model_ref
 from stream.outputs.event_store import Retention
+from stream.outputs.mqtt import MqttSettings
 from stream.outputs.rtsp_out import H264_PROFILES, H264Profile, RtspOutSettings
 from stream.pipeline.scoring import SETTINGS as SCORING_SETTINGS
 from stream.pipeline.scoring import ScoringConfig
@@ -304,6 +305,13 @@ class ServiceConfig:
     events_max_count: int = setting(1000, bounds=AT_LEAST_ONE, help="Most events kept; the oldest go first.")
     events_max_age_days: float = setting(30.0, bounds=POSITIVE, help="Events older than this are deleted.")
     events_max_mb: int = setting(1024, bounds=AT_LEAST_ONE, help="Most megabytes of events kept on disk.")
+    mqtt_url: str = setting(
+        "",
+        shown="empty: off",
+        help="MQTT broker for event notifications, `mqtt://[user:password@]host[:port]` (`mqtts://` for TLS); "
+        "topics in docs/operations.md.",
+    )
+    mqtt_topic_prefix: str = setting("fakeweb", help="First level of every MQTT topic the service publishes.")
     camera_list: str = setting(
         "",
         shown="`cameras.json` in `data_dir`",
@@ -375,6 +383,7 @@ class ServiceConfig:
             raise ConfigError("rtsp_backoff_seconds must be one or more waits >= 0")
         try:
             self.rtsp_out()
+            self.mqtt()
         except ValueError as exc:
             raise ConfigError(str(exc)) from exc
         if self.replica_id >= self.replicas:
@@ -383,6 +392,10 @@ class ServiceConfig:
             raise ConfigError(
                 "replicas > 1 needs replica_url with {replica}, e.g. http://fakeweb-{replica}:8080"
             )
+
+    def mqtt(self) -> MqttSettings | None:
+        """Where event notifications go, None when `mqtt_url` is empty."""
+        return MqttSettings(self.mqtt_url, self.mqtt_topic_prefix) if self.mqtt_url else None
 
     def rtsp_out(self) -> RtspOutSettings | None:
         """How streams are published over RTSP, None when `rtsp_out_url` is empty."""

@@ -33,6 +33,7 @@ from models.manifest import Manifest
 from stream.config import ServiceConfig
 from stream.live.batcher import ClassifierBatcher
 from stream.live.cameras import Camera, CameraConfigError, CameraList
+from stream.live.events_api import event_json
 from stream.live.reload import ModelHolder
 from stream.live.route import StreamRoute
 from stream.live.sharding import Elsewhere, Shard
@@ -42,6 +43,7 @@ from stream.outputs.event_store import EventStore
 from stream.outputs.events import EventRecorder
 from stream.outputs.feed import AnnotatedFeed
 from stream.outputs.metrics import Metrics, StreamLabels
+from stream.outputs.mqtt import MqttNotifier
 from stream.outputs.verdicts import face_json
 from stream.outputs.viewer import ViewerTrack, offers_vp8, send_to
 from stream.pipeline.pipeline import PipelineConfig, StreamPipeline
@@ -243,10 +245,16 @@ class LiveService:
         self.peers: set[RTCPeerConnection] = set()
         self.events: EventStore | None = None
         """The events of every stream (`stream.outputs.events`); None with `events` off."""
+        self.notifier: MqttNotifier | None = None
+        """Event notifications over MQTT (`mqtt_url`); None when off."""
         if config.events:
             self.events = EventStore(
                 config.events_dir, config.event_retention(), on_failure=metrics.count_event_write_failure
             )
+            mqtt_settings = config.mqtt()
+            if mqtt_settings is not None:
+                self.notifier = MqttNotifier(mqtt_settings, describe=event_json)
+                self.events.subscribe(self.notifier.on_event)
         self.shard = Shard(config.replica_id, config.replicas, config.replica_url)
         """Which cameras of the (shared) camera list this process runs (`stream.live.sharding`)."""
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -267,6 +275,8 @@ class LiveService:
         self.batcher.start()
         if self.events is not None:
             self.events.start()
+        if self.notifier is not None:
+            self.notifier.start()
         cameras = [camera for camera in self.cameras.all() if self.shard.owns(camera.camera_id)]
         if len(cameras) > self.config.max_streams:
             logger.warning(
@@ -340,6 +350,8 @@ class LiveService:
         self.batcher.stop()
         if self.events is not None:
             await asyncio.to_thread(self.events.close)  # what the streams' last events queued is written
+        if self.notifier is not None:
+            await asyncio.to_thread(self.notifier.close)
         stop_pinning(self._splitter, self.pinning)
         self.metrics.set_threads_pinned(False)
 

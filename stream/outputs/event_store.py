@@ -140,6 +140,7 @@ class EventStore:
         self._on_failure = on_failure
         self._clock = clock
         self._lock = threading.Lock()
+        self._listeners: list[Callable[[Event], None]] = []
         self._events: dict[str, Event] = {}
         self._queue: queue.Queue[_Write | None] = queue.Queue(QUEUE_SIZE)
         self._thread = threading.Thread(target=self._run, name="event-writer", daemon=True)
@@ -210,6 +211,10 @@ class EventStore:
             self._queue.put(None)
             self._thread.join()
 
+    def subscribe(self, listener: Callable[[Event], None]) -> None:
+        """`listener(event)` runs on the submitting thread for every event submitted; it must not block."""
+        self._listeners.append(listener)
+
     def submit(
         self, event: Event, snapshot: np.ndarray | None = None, crops: Iterable[np.ndarray] = ()
     ) -> None:
@@ -217,6 +222,11 @@ class EventStore:
         The event is listed at once; its files follow."""
         with self._lock:
             self._events[event.event_id] = event
+        for listener in self._listeners:
+            try:
+                listener(event)
+            except Exception:
+                logger.exception("event listener failed on %s", event.event_id)
         try:
             self._queue.put_nowait(_Write(event, snapshot, tuple(crops)))
         except queue.Full:
