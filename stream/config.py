@@ -312,6 +312,11 @@ class ServiceConfig:
         "topics in docs/operations.md.",
     )
     mqtt_topic_prefix: str = setting("fakeweb", help="First level of every MQTT topic the service publishes.")
+    webhook_url: str = setting(
+        "",
+        shown="empty: off",
+        help="URL that gets a JSON POST for every event change (retried after 1, 2 and 4 s; docs/operations.md).",
+    )
     camera_list: str = setting(
         "",
         shown="`cameras.json` in `data_dir`",
@@ -386,6 +391,8 @@ class ServiceConfig:
             self.mqtt()
         except ValueError as exc:
             raise ConfigError(str(exc)) from exc
+        if self.webhook_url and not self.webhook_url.startswith(("http://", "https://")):
+            raise ConfigError("webhook_url must be an http:// or https:// URL")
         if self.replica_id >= self.replicas:
             raise ConfigError(f"replica_id must be below replicas ({self.replicas}), got {self.replica_id}")
         if self.replicas > 1 and "{replica}" not in self.replica_url:

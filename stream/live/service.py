@@ -46,6 +46,7 @@ from stream.outputs.metrics import Metrics, StreamLabels
 from stream.outputs.mqtt import MqttNotifier
 from stream.outputs.verdicts import face_json
 from stream.outputs.viewer import ViewerTrack, offers_vp8, send_to
+from stream.outputs.webhook import WebhookNotifier
 from stream.pipeline.pipeline import PipelineConfig, StreamPipeline
 from stream.pipeline.scoring import ScoringConfig
 from stream.runtime.affinity import CpuSplit, RolePinning
@@ -247,6 +248,8 @@ class LiveService:
         """The events of every stream (`stream.outputs.events`); None with `events` off."""
         self.notifier: MqttNotifier | None = None
         """Event notifications over MQTT (`mqtt_url`); None when off."""
+        self.webhook: WebhookNotifier | None = None
+        """Event notifications as HTTP POSTs (`webhook_url`); None when off."""
         if config.events:
             self.events = EventStore(
                 config.events_dir, config.event_retention(), on_failure=metrics.count_event_write_failure
@@ -255,6 +258,9 @@ class LiveService:
             if mqtt_settings is not None:
                 self.notifier = MqttNotifier(mqtt_settings, describe=event_json)
                 self.events.subscribe(self.notifier.on_event)
+            if config.webhook_url:
+                self.webhook = WebhookNotifier(config.webhook_url, describe=event_json)
+                self.events.subscribe(self.webhook.on_event)
         self.shard = Shard(config.replica_id, config.replicas, config.replica_url)
         """Which cameras of the (shared) camera list this process runs (`stream.live.sharding`)."""
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -277,6 +283,8 @@ class LiveService:
             self.events.start()
         if self.notifier is not None:
             self.notifier.start()
+        if self.webhook is not None:
+            self.webhook.start()
         cameras = [camera for camera in self.cameras.all() if self.shard.owns(camera.camera_id)]
         if len(cameras) > self.config.max_streams:
             logger.warning(
@@ -352,6 +360,8 @@ class LiveService:
             await asyncio.to_thread(self.events.close)  # what the streams' last events queued is written
         if self.notifier is not None:
             await asyncio.to_thread(self.notifier.close)
+        if self.webhook is not None:
+            await asyncio.to_thread(self.webhook.close)
         stop_pinning(self._splitter, self.pinning)
         self.metrics.set_threads_pinned(False)
 
