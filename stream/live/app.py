@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hmac
 import html
-import json
 import logging
 from collections.abc import Awaitable, Callable
 from importlib import resources
@@ -18,6 +17,7 @@ from stream.live.cameras import CameraConfigError, CameraNameTaken, CameraStorag
 from stream.live.events_api import BadQuery, EventNotFound, EventRoutes
 from stream.live.forward import forward
 from stream.live.openapi import OPENAPI
+from stream.live.request_body import BadRequest, read_json
 from stream.live.service import BadOffer, LimitReached, LiveService, NotFound
 from stream.live.sharding import Elsewhere
 
@@ -29,10 +29,6 @@ PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/login", "/favicon
 ICON_MAX_AGE = 7 * 24 * 3600
 """Seconds browsers may cache the icon."""
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-class BadRequest(FakewebError):
-    """A request body that cannot be read (too large, not a JSON object); refused with 400."""
 
 
 def error(status: int, message: str) -> web.Response:
@@ -93,23 +89,6 @@ def auth_middleware(token: str | None) -> Any:
         raise web.HTTPFound("/login")
 
     return middleware
-
-
-async def read_json(request: web.Request, max_bytes: int) -> dict[str, Any]:
-    """The request body as a JSON object, refusing bodies over `max_bytes` and anything but an object."""
-    if request.content_length is not None and request.content_length > max_bytes:
-        raise BadRequest(f"request body too large ({request.content_length} bytes, limit {max_bytes})")
-    body = await request.content.read(max_bytes + 1)
-    if len(body) > max_bytes:
-        raise BadRequest(f"request body too large (limit {max_bytes} bytes)")
-    try:
-        data = json.loads(body)
-    except (ValueError, RecursionError) as exc:  # also too deep nesting, integers over 4300 digits
-        reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)[:200]
-        raise BadRequest(f"body is not valid JSON ({reason})") from exc
-    if not isinstance(data, dict):
-        raise BadRequest("body must be a JSON object")
-    return data
 
 
 def parse_offer(data: dict[str, Any]) -> RTCSessionDescription:
@@ -255,7 +234,7 @@ def create_app(service: LiveService, metrics_handler: Handler) -> web.Applicatio
     app.router.add_delete("/api/streams/{stream_id}", routes.delete_stream)
     app.router.add_post("/api/streams/{stream_id}/view", routes.view_stream)
     app.router.add_post("/api/webrtc/offer", routes.webrtc_offer)
-    EventRoutes(service.events).register(app)
+    EventRoutes(service.events, on_review=service.metrics.count_review).register(app)
 
     async def on_startup(app: web.Application) -> None:
         await service.start()

@@ -342,6 +342,33 @@ OPENAPI: dict[str, Any] = {
                 "responses": {"204": {"description": "deleted"}, "401": _ERROR, "404": _ERROR},
             },
         },
+        "/api/events/{event_id}/review": {
+            "parameters": [EVENT_ID],
+            "post": {
+                "summary": "Review an event: manipulated indeed (correct) or a real face (a false alarm)",
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["outcome"],
+                                "properties": {
+                                    "outcome": {"type": "string", "enum": ["correct", "real"]},
+                                    "note": {"type": "string", "maxLength": 1000},
+                                },
+                            }
+                        }
+                    },
+                },
+                "responses": {
+                    "200": _json("#/components/schemas/Event", "the event with its review"),
+                    "400": _ERROR,
+                    "401": _ERROR,
+                    "404": _ERROR,
+                },
+            },
+        },
         "/api/events/{event_id}/{name}": {
             "parameters": [
                 EVENT_ID,

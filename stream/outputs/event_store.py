@@ -34,6 +34,8 @@ logger = logging.getLogger(__name__)
 EVENT_FILE = "event.json"
 SNAPSHOT_FILE = "snapshot.jpg"
 JPEG_QUALITY = 85
+REVIEW_OUTCOMES = ("correct", "real")
+"""An operator's review of an event: the face was manipulated (correct), or it is real (a false alarm)."""
 QUEUE_SIZE = 64
 """Writes waiting for the disk; more are dropped (and counted) rather than held in memory."""
 
@@ -59,6 +61,8 @@ class Event:
     samples: int = 0
     snapshot: str | None = None
     crops: tuple[str, ...] = ()
+    review: dict[str, Any] | None = None
+    """An operator's verdict on the event: {"outcome": "correct" | "real", "note": str, "reviewed_at": seconds}."""
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -168,6 +172,7 @@ class EventStore:
         since: float | None = None,
         until: float | None = None,
         verdict: str | None = None,
+        reviewed: bool | None = None,
     ) -> list[Event]:
         """Events matching every filter given, newest first."""
         with self._lock:
@@ -179,6 +184,7 @@ class EventStore:
             and (since is None or event.started_at >= since)
             and (until is None or event.started_at < until)
             and (verdict is None or event.verdict == verdict)
+            and (reviewed is None or (event.review is not None) == reviewed)
         ]
         return sorted(selected, key=lambda event: event.started_at, reverse=True)
 
@@ -193,6 +199,23 @@ class EventStore:
             return None
         path = self.folder / event_id / name
         return path if path.is_file() else None
+
+    def review(self, event_id: str, outcome: str, note: str = "") -> Event | None:
+        """Record an operator's review ("correct": it was manipulated; "real": a false alarm) and write it;
+        None if there is no such event. Listeners are not told: the event itself did not change."""
+        if outcome not in REVIEW_OUTCOMES:
+            raise ValueError(f"review outcome must be one of {', '.join(REVIEW_OUTCOMES)}, got {outcome!r}")
+        with self._lock:
+            event = self._events.get(event_id)
+            if event is None:
+                return None
+            event = replace(event, review={"outcome": outcome, "note": note, "reviewed_at": self._clock()})
+            self._events[event_id] = event
+        try:
+            self._queue.put_nowait(_Write(event))
+        except queue.Full:
+            self.stats.dropped += 1
+        return event
 
     def delete(self, event_id: str) -> bool:
         with self._lock:

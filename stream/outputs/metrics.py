@@ -215,6 +215,12 @@ class Metrics:
             ["stream", "verdict"],
             registry=reg,
         )
+        self._event_reviews = Counter(
+            "fakeweb_event_reviews",
+            "Operators' reviews of events: correct (the face was manipulated) or real (a false alarm).",
+            ["outcome"],
+            registry=reg,
+        )
         self._event_write_failures = Counter(
             "fakeweb_event_write_failures",
             "Event writes the disk refused (full or read-only) or the writer dropped: the service goes on.",
@@ -323,6 +329,12 @@ class Metrics:
         if verdict not in ("manipulated", "suspect"):
             raise ValueError(f"events open on manipulated or suspect, not {verdict!r}")
         self._events.labels(stream, verdict).inc()
+
+    def count_review(self, outcome: str) -> None:
+        """An operator reviewed an event: correct or real."""
+        if outcome not in ("correct", "real"):
+            raise ValueError(f"review outcomes are correct and real, not {outcome!r}")
+        self._event_reviews.labels(outcome).inc()
 
     def count_event_write_failure(self) -> None:
         self._event_write_failures.inc()

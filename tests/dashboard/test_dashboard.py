@@ -135,6 +135,13 @@ ALERT_CASES: dict[str, tuple[list[dict[str, str]], dict[str, list[dict[str, str]
         [series("up", "1 1 0x20", job="fakeweb", instance="app:8080")],
         {"2m": [], "5m": [{"severity": "critical", "job": "fakeweb", "instance": "app:8080"}]},
     ),
+    "FakewebFalseAlarmsHigh": (
+        [  # a review a minute, 3 of 4 of them "real"; the count reaches 5 after about 5 minutes
+            series("fakeweb_event_reviews_total", "0+0.75x40", outcome="real"),
+            series("fakeweb_event_reviews_total", "0+0.25x40", outcome="correct"),
+        ],
+        {"3m": [], "25m": [{"severity": "warning"}]},
+    ),
 }
 
 HEALTHY = [
@@ -145,6 +152,8 @@ HEALTHY = [
     series("fakeweb_streams", "0x30", state="offline"),
     series("fakeweb_model_loaded", "1x30", instance="app:8080"),
     series("up", "1x30", job="fakeweb", instance="app:8080"),
+    series("fakeweb_event_reviews_total", "0+0.1x30", outcome="real"),
+    series("fakeweb_event_reviews_total", "0+0.9x30", outcome="correct"),
 ]
 
 

@@ -88,6 +88,21 @@ def test_events_are_recorded_served_behind_the_token_and_survive_a_kill(
         assert len(page) == 1 and page[0]["id"] != listing["events"][0]["id"]  # type: ignore[index]
         assert server.request("GET", "/api/events?since=yesterday", token=TOKEN)[0] == 400
 
+        # An operator's review: stored with the event, filterable, counted.
+        second = closed(server)[1]
+        status, reviewed = server.request(
+            "POST",
+            f"/api/events/{second['id']}/review",
+            {"outcome": "real", "note": "my colleague"},
+            token=TOKEN,
+        )
+        assert status == 200 and reviewed["review"]["outcome"] == "real", reviewed
+        assert [e["id"] for e in events(server, "?reviewed=true")["events"]] == [second["id"]]  # type: ignore[union-attr]
+        assert events(server, "?reviewed=false")["total"] == events(server)["total"] - 1  # type: ignore[operator]
+        bad = server.request("POST", f"/api/events/{second['id']}/review", {"outcome": "maybe"}, token=TOKEN)
+        assert bad[0] == 400
+        assert server.request("POST", "/api/events/nope/review", {"outcome": "real"}, token=TOKEN)[0] == 404
+
         status, _ = server.request("DELETE", f"/api/events/{first['id']}", token=TOKEN)
         assert status == 204
         assert server.request("GET", f"/api/events/{first['id']}", token=TOKEN)[0] == 404
@@ -95,6 +110,7 @@ def test_events_are_recorded_served_behind_the_token_and_survive_a_kill(
 
         _, metrics = server.request("GET", "/metrics")
         assert f'fakeweb_events_total{{stream="{camera}",verdict="manipulated"}}' in metrics
+        assert 'fakeweb_event_reviews_total{outcome="real"} 1.0' in metrics
 
         # SIGKILL while events open and close: every finished event is still there, whole, after a restart.
         finished = {e["id"]: e for e in closed(server)}
@@ -105,6 +121,7 @@ def test_events_are_recorded_served_behind_the_token_and_survive_a_kill(
         after = {e["id"]: e for e in events(server, "?limit=500")["events"]}  # type: ignore[union-attr]
         for event_id, event in finished.items():
             assert after[event_id] == event, event_id
+        assert after[str(second["id"])]["review"]["note"] == "my colleague"  # type: ignore[index]
         assert {e["status"] for e in after.values()} <= {"closed", "interrupted", "open"}
         for event in after.values():
             assert picture(server, str(event["snapshot"]))[0] == 200 or event["status"] != "closed"

@@ -59,6 +59,7 @@ def exercised() -> Metrics:
     metrics.observe_rtsp_out_encode(0.003)
     metrics.count_event("cam1", "manipulated")
     metrics.count_event_write_failure()
+    metrics.count_review("real")
     return metrics
 
 
