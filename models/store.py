@@ -238,6 +238,11 @@ def open_store(url: str, endpoint_url: str | None = None) -> ModelStore:
 
     For S3, `endpoint_url` (default: env FAKEWEB_S3_ENDPOINT_URL) selects an S3-compatible server.
     """
+    return ModelStore(open_backend(url, endpoint_url))
+
+
+def open_backend(url: str, endpoint_url: str | None = None) -> StoreBackend:
+    """The files under `/path`, `file:///path` or `s3://bucket/prefix` (also used for exported data sets)."""
     parts = urlsplit(url)
     if parts.scheme == "s3":
         if not parts.netloc:
@@ -245,11 +250,11 @@ def open_store(url: str, endpoint_url: str | None = None) -> ModelStore:
         from models.store_s3 import S3Backend, make_s3_client  # boto3 is imported only for S3 stores
 
         client = make_s3_client(endpoint_url or os.environ.get(ENDPOINT_ENV) or None)
-        return ModelStore(S3Backend(parts.netloc, parts.path.strip("/"), client))
+        return S3Backend(parts.netloc, parts.path.strip("/"), client)
     if parts.scheme == "file" and parts.netloc in ("", "localhost"):
-        return ModelStore(LocalBackend(Path(unquote(parts.path))))
+        return LocalBackend(Path(unquote(parts.path)))
     if parts.scheme == "":
-        return ModelStore(LocalBackend(Path(url).expanduser()))
+        return LocalBackend(Path(url).expanduser())
     raise ModelStoreError(f"unsupported store URL {url!r}: use a folder, file:///path or s3://bucket/prefix")
 
 

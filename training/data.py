@@ -146,6 +146,20 @@ def read_real_fake_folders(root: Path | str, require_fakes: bool = True) -> list
     return samples
 
 
+REVIEWED = "reviewed"
+"""The tag (and origin) of the crops of a reviewed-events data set (`fakeweb events export`)."""
+
+
+def read_reviewed(root: Path | str) -> list[Sample]:
+    """A reviewed-events export: `real/` and `fake/` crops named `<event id>-crop-<n>.jpg`. The crops of one
+    event (one face) form a group, so they stay on one side of a split; every sample is tagged `reviewed`."""
+    samples = [
+        Sample(sample.path, sample.label, f"{REVIEWED}/{sample.path.stem.rsplit('-crop-', 1)[0]}", REVIEWED)
+        for sample in read_real_fake_folders(root, require_fakes=False)
+    ]
+    return samples
+
+
 _NAME_TOKENS = re.compile(r"[^A-Za-z]+")
 
 

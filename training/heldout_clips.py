@@ -34,7 +34,14 @@ FACE_SHARE = 0.55  # a photo fills at most this share of the frame height: a fac
 def heldout_photos(arguments: dict[str, Any]) -> dict[str, list[Sample]]:
     """The test split's photos of a training run given its recorded `arguments`, by clip name: the reals of each
     origin (`heldout-<origin>`) and the data set's own fakes (`heldout-fakes-<origin>`); no video frames."""
-    defaults = {"synthetic": 0.0, "frames_per_video": FRAMES_PER_VIDEO, "extra_reals": [], "max_images": None}
+    defaults = {
+        "synthetic": 0.0,
+        "frames_per_video": FRAMES_PER_VIDEO,
+        "extra_reals": [],
+        "reviewed": [],
+        "reviewed_weight": 1,
+        "max_images": None,
+    }
     args = argparse.Namespace(**{**defaults, **arguments})
     args.data = Path(args.data)
     args.extra_reals = [Path(folder) for folder in args.extra_reals]

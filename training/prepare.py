@@ -1,8 +1,8 @@
 """The data a training run uses: samples read, split by group, cropped through the cache, and validation and test
 completed with fixed synthetic fakes of their own reals and fixed degradations.
 
-Every crop keeps its origin: "data" (the `--data` set's own images), the name of an `--extra-reals` folder, or
-the synthetic kind that made it. Held-out sets are reported per origin, so a collection that is easy to tell
+Every crop keeps its origin: "data" (the `--data` set's own images), the name of an `--extra-reals` folder,
+"reviewed" (a `--reviewed` export of operators' reviewed events), or the synthetic kind that made it. Held-out sets are reported per origin, so a collection that is easy to tell
 apart from another cannot pass for a detector.
 """
 
@@ -24,6 +24,7 @@ from training.data import (
     FRAMES_PER_VIDEO,
     LABEL_NAMES,
     REAL,
+    REVIEWED,
     CropSet,
     Sample,
     Split,
@@ -32,6 +33,7 @@ from training.data import (
     read_ffpp,
     read_real_fake_folders,
     read_real_folder,
+    read_reviewed,
     split_by_group,
     subsample,
 )
@@ -102,10 +104,12 @@ def read_format(
 
 def read_samples(args: argparse.Namespace) -> list[Sample]:
     """The samples of `--data` in `--format` (fake/ optional for folders with --synthetic), then every
-    `--extra-reals` folder."""
+    `--extra-reals` folder and every `--reviewed` export."""
     samples = read_format(args.data, args.format, args.frames_per_video, require_fakes=args.synthetic == 0)
     for folder in args.extra_reals:
         samples += read_real_folder(folder)
+    for folder in args.reviewed:
+        samples += read_reviewed(folder)
     return samples
 
 
@@ -122,9 +126,20 @@ def split_samples(args: argparse.Namespace) -> Split:
 
 
 def origin(sample: Sample, extra_folders: set[str]) -> str:
-    """A sample's origin: the name of the extra-reals folder it came from, else "data"."""
+    """A sample's origin: "reviewed" for operators' reviewed events, the name of the extra-reals folder it came
+    from, else "data"."""
     tag = sample.difficulty
+    if tag == REVIEWED:
+        return REVIEWED
     return tag if tag is not None and tag in extra_folders and sample.label == REAL else DATA_ORIGIN
+
+
+def oversampled(part: Part, origin_name: str, times: int) -> Part:
+    """`part` with the crops of `origin_name` repeated `times` times in all (a training weight)."""
+    chosen = [index for index, name in enumerate(part.origins) if name == origin_name]
+    if times <= 1 or not chosen:
+        return part
+    return part.select(np.concatenate([np.arange(len(part.origins)), np.repeat(chosen, times - 1)]))
 
 
 def with_fixed_fakes(part: Part, kinds: tuple[str, ...], seed: int, every_kind: bool) -> Part:
@@ -175,6 +190,8 @@ def prepare_data(
             [s.group for s in part_samples],
         )
         start += len(part_samples)
+        if name == "train":
+            part = oversampled(part, REVIEWED, args.reviewed_weight)
         if name != "train" and args.synthetic > 0:
             part = with_fixed_fakes(part, kinds, args.seed + SPLIT_SEEDS[name], every_kind=name == "test")
         if name == "val" and args.degrade > 0:

@@ -41,7 +41,7 @@ from training.checkpoints import (
     fit_from_step,
 )
 from training.crop_cache import default_cache_dir
-from training.data import FRAMES_PER_VIDEO, REAL
+from training.data import FRAMES_PER_VIDEO, REAL, REVIEWED
 from training.export import export_package
 from training.monitor import SyntheticExamples
 from training.pipeline import (
@@ -103,6 +103,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=[],
         metavar="DIR",
         help="a folder of real face photos to add (repeatable); grouped by the words of their file names",
+    )
+    parser.add_argument(
+        "--reviewed",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="a `fakeweb events export` folder of operators' reviewed events to add (repeatable); held-out "
+        "metrics report it separately (origin `reviewed`)",
+    )
+    parser.add_argument(
+        "--reviewed-weight",
+        type=int,
+        default=1,
+        metavar="N",
+        help="each reviewed training crop counts N times (default 1)",
     )
     parser.add_argument(
         "--synthetic",
@@ -363,6 +379,13 @@ def _data_provenance(
         "root": str(args.data),
         "format": args.format,
         "extra_reals": [str(folder) for folder in args.extra_reals],
+        "reviewed": [str(folder) for folder in args.reviewed],
+        "reviewed_samples": {  # distinct crops (training's repeats of --reviewed-weight not counted)
+            name: sum(1 for origin in part.origins if origin == REVIEWED)
+            // (args.reviewed_weight if name == "train" else 1)
+            for name, part in data.parts.items()
+        },
+        "reviewed_weight": args.reviewed_weight,
         "splits": {name: label_counts(part.crops.labels) for name, part in data.parts.items()},
         "no_face": data.no_face,
         "split_rule": "whole groups (a source photo, video or identity; extra reals: the words of the file "

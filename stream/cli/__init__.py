@@ -29,6 +29,7 @@ from collections.abc import Callable, Sequence
 
 from models.errors import FakewebError
 from stream.cli.bench import add_bench_parser
+from stream.cli.events import add_events_parser
 from stream.cli.pipeline_options import pipeline_config, scoring_config
 from stream.cli.run import add_run_parser
 from stream.cli.serve import add_serve_arguments, add_serve_parser
@@ -48,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_run_parser(commands)
     add_bench_parser(commands)
     add_serve_parser(commands)
+    add_events_parser(commands)
     add_training_parsers(commands)
     return parser
 

@@ -137,8 +137,11 @@ class EventStore:
         retention: Retention | None = None,
         on_failure: Callable[[], None] | None = None,
         clock: Callable[[], float] = time.time,
+        read_only: bool = False,
     ) -> None:
         self.folder = folder
+        self.read_only = read_only
+        """Only reads (an export while the service runs): open events stay open, nothing is pruned."""
         self.retention = retention or Retention()
         self.stats = StoreStats()
         self._on_failure = on_failure
@@ -148,9 +151,11 @@ class EventStore:
         self._events: dict[str, Event] = {}
         self._queue: queue.Queue[_Write | None] = queue.Queue(QUEUE_SIZE)
         self._thread = threading.Thread(target=self._run, name="event-writer", daemon=True)
-        self.folder.mkdir(parents=True, exist_ok=True)
+        if not read_only:
+            self.folder.mkdir(parents=True, exist_ok=True)
         self._load()
-        self.prune()
+        if not read_only:
+            self.prune()
 
     # -- reading -----------------------------------------------------------------------------------------------
     def _load(self) -> None:
@@ -161,7 +166,7 @@ class EventStore:
             except (OSError, ValueError, TypeError) as exc:
                 logger.warning("event %s unreadable, skipped: %s", event_file.parent.name, exc)
                 continue
-            if event.status == "open":
+            if event.status == "open" and not self.read_only:
                 event = replace(event, status="interrupted", ended_at=event_file.stat().st_mtime)
                 self._write_event(event)
             self._events[event.event_id] = event
