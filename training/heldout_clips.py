@@ -45,6 +45,7 @@ def heldout_photos(arguments: dict[str, Any]) -> dict[str, list[Sample]]:
     args = argparse.Namespace(**{**defaults, **arguments})
     args.data = Path(args.data)
     args.extra_reals = [Path(folder) for folder in args.extra_reals]
+    args.reviewed = [Path(folder) for folder in args.reviewed]
     extra = {folder.name for folder in args.extra_reals}
     by_clip: dict[str, list[Sample]] = defaultdict(list)
     for sample in split_samples(args).test:

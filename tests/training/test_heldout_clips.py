@@ -24,7 +24,7 @@ def test_heldout_photos_are_the_test_split_by_kind_and_origin(ciplab_root: Path,
     arguments = {**ARGUMENTS, "data": str(ciplab_root), "extra_reals": [str(extra)]}
     clips = heldout_photos(arguments)
 
-    args = argparse.Namespace(synthetic=0.0, frames_per_video=1, max_images=None, **arguments)
+    args = argparse.Namespace(synthetic=0.0, frames_per_video=1, max_images=None, reviewed=[], **arguments)
     args.data, args.extra_reals = ciplab_root, [extra]
     test = {sample.path for sample in split_samples(args).test}
     assert set(clips) == {"heldout-data", "heldout-fakes-data", "heldout-portraits"}
