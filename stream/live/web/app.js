@@ -211,7 +211,72 @@ window.addEventListener("pagehide", () => {
   state.viewers.forEach((peer) => peer.close());
 });
 
+// Events: newest first, a thumbnail of the annotated snapshot and the crops the model judged (click to open),
+// and the operator's review: "manipulated — correct" or "this face is real".
+function eventElement(event) {
+  const element = document.createElement("div");
+  element.className = "event";
+  element.dataset.id = event.id;
+  element.innerHTML = `<img class="snapshot" alt="snapshot"><div class="crops"></div><div class="meta">
+    <div class="title"></div><div class="times"></div><div class="review">
+    <button class="correct">Manipulated — correct</button> <button class="real secondary">This face is real</button>
+    </div><div class="reviewed"></div></div>`;
+  return element;
+}
+
+function showEvent(element, event) {
+  const snapshot = element.querySelector(".snapshot");
+  if (event.snapshot && snapshot.getAttribute("src") !== event.snapshot) snapshot.src = event.snapshot;
+  snapshot.onclick = () => window.open(event.snapshot, "_blank");
+  const crops = element.querySelector(".crops");
+  if (crops.childElementCount !== event.crops.length) {
+    crops.replaceChildren(...event.crops.map((url) => {
+      const image = document.createElement("img");
+      image.src = url; image.alt = "face crop"; image.onclick = () => window.open(url, "_blank");
+      return image;
+    }));
+  }
+  const title = element.querySelector(".title");
+  title.textContent = `${event.stream} · face #${event.track_id} · ${event.verdict} · peak ${event.peak_score.toFixed(2)} · ${event.status}`;
+  title.className = `title verdict-${event.verdict}`;
+  const started = new Date(event.started_at).toLocaleString();
+  element.querySelector(".times").textContent = event.ended_at ? `${started} → ${new Date(event.ended_at).toLocaleTimeString()}` : `${started} →`;
+  element.querySelector(".reviewed").textContent = event.review ? `reviewed: ${event.review.outcome === "real" ? "a real face" : "manipulated"}` : "";
+  for (const outcome of ["correct", "real"]) {
+    element.querySelector(`.${outcome}`).onclick = async () => {
+      try {
+        showEvent(element, await api(`/api/events/${encodeURIComponent(event.id)}/review`, { method: "POST", body: JSON.stringify({ outcome }) }));
+      } catch (e) { showError(e.message); }
+    };
+  }
+}
+
+async function refreshEvents() {
+  try {
+    const stream = $("#event-stream").value;
+    const { events } = await api(`/api/events?limit=30${stream ? `&stream=${encodeURIComponent(stream)}` : ""}`);
+    const list = $("#event-list");
+    const ids = new Set(events.map((event) => event.id));
+    list.querySelectorAll(".event").forEach((element) => { if (!ids.has(element.dataset.id)) element.remove(); });
+    events.forEach((event, index) => {
+      let element = list.querySelector(`.event[data-id="${CSS.escape(event.id)}"]`);
+      if (!element) element = eventElement(event);
+      if (list.children[index] !== element) list.insertBefore(element, list.children[index] || null);
+      showEvent(element, event);
+    });
+    const choice = $("#event-stream");
+    const known = new Set([...choice.options].map((option) => option.value));
+    for (const event of events) {
+      if (!known.has(event.stream)) { choice.add(new Option(event.stream, event.stream)); known.add(event.stream); }
+    }
+  } catch (error) { if (!String(error.message).includes("events are off")) showError(`Events: ${error.message}`); }
+}
+
+$("#event-stream").onchange = refreshEvents;
+
 refreshModel();
 refreshCameras();
+refreshEvents();
 setInterval(refreshCameras, 2000);
 setInterval(refreshModel, 10000);
+setInterval(refreshEvents, 5000);

@@ -1,0 +1,69 @@
+"""The page's events view in a real browser (headless Chromium) against a real `fakeweb serve` whose model flags
+every face: events appear with their snapshot and crops, and a review from the page is stored."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from browser import chromium_missing, open_page
+from clips import ClipTruth
+from live_helpers import save_file_camera
+from polling import wait_for
+from server_process import ServerProcess
+
+from models.manifest import MANIFEST_NAME
+from models.package import ModelPackage
+
+pytestmark = [
+    pytest.mark.skipif(chromium_missing() is not None, reason=str(chromium_missing())),
+    pytest.mark.slow,
+]
+
+
+@pytest.fixture(scope="module")
+def server(
+    tmp_path_factory: pytest.TempPathFactory, tiny_package: Path, moving_face_video: tuple[Path, ClipTruth]
+) -> Iterator[ServerProcess]:
+    """A file camera and the tiny model at threshold 0.01: every face it sees is "manipulated"."""
+    folder = tmp_path_factory.mktemp("page_events")
+    package = folder / "flagging"
+    shutil.copytree(tiny_package, package)
+    manifest = dataclasses.replace(ModelPackage.load(package).manifest, threshold=0.01)
+    (package / MANIFEST_NAME).write_text(manifest.to_json(), encoding="utf-8")
+    save_file_camera(folder / "data", "door", moving_face_video[0])
+    with ServerProcess(folder / "data", "--model", str(package), "--device", "cpu") as process:
+        yield process
+
+
+SHOWN = (
+    "[...document.querySelectorAll('#event-list .event')].find((e) =>"
+    " e.querySelector('img.snapshot')?.naturalWidth > 0 && e.querySelector('.crops img')?.naturalWidth > 0)"
+)
+"""The newest event shown with its snapshot and crops loaded (an open event has no crops yet)."""
+
+
+async def _review_a_shown_event(server: ServerProcess) -> tuple[str, int, int, str]:
+    async with open_page(server.url + "/") as page:
+        await page.wait_for_function(f"Boolean({SHOWN})", timeout=30_000)
+        event_id = await page.evaluate(f"{SHOWN}.dataset.id")
+        shown = f'#event-list .event[data-id="{event_id}"]'
+        width = await page.evaluate(f"{SHOWN}.querySelector('img.snapshot').naturalWidth")
+        crops = await page.evaluate(f"{SHOWN}.querySelectorAll('.crops img').length")
+        title = await page.text_content(f"{shown} .title") or ""
+        await page.click(f"{shown} button.real")
+        reviewed = f"document.querySelector('{shown} .reviewed')?.textContent.includes('a real face')"
+        await page.wait_for_function(reviewed, timeout=10_000)
+        return str(event_id), int(width), int(crops), title
+
+
+def test_events_show_with_their_pictures_and_a_review_from_the_page_is_stored(server: ServerProcess) -> None:
+    wait_for(lambda: server.request("GET", "/api/events")[1]["total"] >= 2, 60, "events recorded")
+    event_id, width, crops, title = asyncio.run(_review_a_shown_event(server))
+    assert width > 0 and crops >= 1 and "manipulated" in title
+    status, event = server.request("GET", f"/api/events/{event_id}")
+    assert status == 200 and event["review"]["outcome"] == "real"
