@@ -118,7 +118,11 @@ def serve_flags() -> dict[str, str]:
     parser = argparse.ArgumentParser()
     add_serve_arguments(parser)
     names = {item.name for item in fields(ServiceConfig)}
-    return {action.dest: action.option_strings[-1] for action in parser._actions if action.dest in names}
+    flags = {}
+    for action in parser._actions:
+        if action.dest in names:  # the long form; a yes/no setting's `--name`, not its `--no-name`
+            flags[action.dest] = next(o for o in reversed(action.option_strings) if not o.startswith("--no-"))
+    return flags
 
 
 def _row(doc: SettingDoc) -> str:

@@ -78,7 +78,7 @@ def _live(args: argparse.Namespace, clip: Path | None) -> Report:
     from stream.config import BATCH_SETTINGS, FRAME_SETTINGS, MODEL_SETTINGS, ServiceConfig
     from stream.live.reload import ModelHolder, verify_candidate
 
-    names = (*MODEL_SETTINGS, *FRAME_SETTINGS, *BATCH_SETTINGS, "pin_threads", "rtsp_out_url")
+    names = (*MODEL_SETTINGS, *FRAME_SETTINGS, *BATCH_SETTINGS, "pin_threads", "rtsp_out_url", "events")
     config = ServiceConfig(
         data_dir=CLIP_CACHE / "data",
         model=args.model,

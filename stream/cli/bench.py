@@ -71,7 +71,7 @@ def add_bench_parser(commands: Any) -> None:
     live.add_argument(
         "--window", type=positive_float, default=10.0, help="seconds per over-time row (default 10)"
     )
-    add_setting_arguments(live, (*BATCH_SETTINGS, "pin_threads", "rtsp_out_url"), defaults=True)
+    add_setting_arguments(live, (*BATCH_SETTINGS, "pin_threads", "rtsp_out_url", "events"), defaults=True)
     live.add_argument(
         "--switch-interval-ms",
         type=positive_float,
