@@ -38,7 +38,9 @@ def add_setting_arguments(
         if item.metadata["choices"]:
             options["choices"] = item.metadata["choices"]
         elif kind is bool:
-            options["action"] = argparse.BooleanOptionalAction  # --name and --no-name: either default can be left
+            options["action"] = (
+                argparse.BooleanOptionalAction
+            )  # --name and --no-name: either default can be left
             options.setdefault("default", None)
         elif kind in (int, float):
             options["type"] = number(kind, item.metadata["bounds"])
