@@ -247,8 +247,11 @@ class EventStore:
         self, event: Event, snapshot: np.ndarray | None = None, crops: Iterable[np.ndarray] = ()
     ) -> None:
         """Any thread, never blocks: save `event` (with its snapshot when it opens, its crops when it closes).
-        The event is listed at once; its files follow."""
+        The event is listed at once; its files follow. A review given meanwhile (an open event) is kept."""
         with self._lock:
+            known = self._events.get(event.event_id)
+            if known is not None and known.review is not None and event.review is None:
+                event = replace(event, review=known.review)
             self._events[event.event_id] = event
         for listener in self._listeners:
             try:

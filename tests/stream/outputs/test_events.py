@@ -217,3 +217,18 @@ def test_a_full_disk_costs_the_pictures_and_is_counted_but_never_raises(tmp_path
         assert written(store, "small")["status"] == "closed"
     finally:
         subprocess.run(["umount", str(folder)], check=False)
+
+
+def test_a_review_of_an_open_event_is_kept_when_it_closes(store: EventStore) -> None:
+    clock = Clock()
+    events, _ = recorder(store, clock)
+    events.on_result(*frame_with({1: (Verdict.MANIPULATED, 0.9)}))
+    (opened,) = store.list()
+    assert store.review(opened.event_id, "real", "a poster") is not None
+    clock.now += 1
+    events.close_all()
+    store.close()
+    assert store.get(opened.event_id).review["outcome"] == "real"  # type: ignore[union-attr]
+    assert written(store, opened.event_id)["review"]["note"] == "a poster"  # type: ignore[index]
+    with pytest.raises(ValueError, match="outcome"):
+        store.review(opened.event_id, "unsure")
