@@ -68,7 +68,7 @@ class StreamRoute:
             on_encode=metrics.observe_encode,
             pinning=self.pinning,
         )
-        self.verdicts = VerdictChannels(loop, self.stream_id)
+        self.verdicts = VerdictChannels(loop, self.stream_id, None if events is None else events.event_of)
         self.outputs = Fanout(self.stream_id, [self.feed, frame_metrics, self.verdicts])
         self.events = events
         if events is not None:

@@ -88,6 +88,11 @@ class EventRecorder:
         for track in set(self._suspect_since) - present:
             del self._suspect_since[track]
 
+    def event_of(self, track: int) -> str | None:
+        """The id of the open event of `track`, if it has one (worker thread)."""
+        following = self._following.get(track)
+        return None if following is None else following.event.event_id
+
     def close_all(self) -> None:
         """The stream stops: every open event ends now."""
         now = self._clock()

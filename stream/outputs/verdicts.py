@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -24,22 +25,33 @@ MAX_BUFFERED_BYTES = 256 * 1024
 """A channel with more than this waiting to be sent skips messages until it has caught up."""
 
 
-def face_json(face: FaceResult) -> dict[str, Any]:
-    """One face as the API and the data channels show it."""
-    return {
+def face_json(face: FaceResult, event: str | None = None) -> dict[str, Any]:
+    """One face as the API and the data channels show it; `event`: the id of the face's open event, if any
+    (the page reviews a live verdict through it)."""
+    shown = {
         "track_id": face.track_id,
         "box": face.box.as_list(),
         "probability": None if face.probability is None else round(face.probability, 3),
         "verdict": face.verdict.value,
     }
+    if event is not None:
+        shown["event"] = event
+    return shown
 
 
 class VerdictChannels:
     """The data channels of a stream's peers, and the faces of each processed frame sent to them."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, stream_id: str) -> None:
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        stream_id: str,
+        event_of: Callable[[int], str | None] | None = None,
+    ) -> None:
         self.stream_id = stream_id
         self.channels: set[RTCDataChannel] = set()
+        self._event_of = event_of or (lambda track: None)
+        """The open event of a track (`EventRecorder.event_of`), sent with its face."""
         self._loop = loop
         self._live = True
 
@@ -51,7 +63,8 @@ class VerdictChannels:
     def on_result(self, frame: Frame, result: FrameResult) -> None:
         """Worker thread: send the frame's faces, unless its camera went down meanwhile (they are gone)."""
         if self.channels and self._live:
-            self.publish(result.index, [face_json(face) for face in result.faces])
+            faces = [face_json(face, self._event_of(face.track_id)) for face in result.faces]
+            self.publish(result.index, faces)
 
     def on_camera_state(self, state: CameraState) -> None:
         """Camera thread: a camera that stops being live shows no faces any more, also to its viewers."""

@@ -49,6 +49,39 @@ function renderFaces(list, faces) {
   }));
 }
 
+// A face with an open event (judged manipulated now) can be reviewed while it is on screen: one bar under the
+// list, rebuilt only when the flagged faces change (the list itself is redrawn on every frame).
+function renderReviewBar(list, faces) {
+  let bar = list.nextElementSibling;
+  if (!bar || !bar.classList.contains("review-bar")) {
+    bar = document.createElement("div");
+    bar.className = "review-bar";
+    list.after(bar);
+  }
+  const flagged = faces.filter((face) => face.event);
+  const key = flagged.map((face) => face.event).join(",");
+  if (bar.dataset.events === key) return;
+  bar.dataset.events = key;
+  bar.replaceChildren(...flagged.map((face) => {
+    const item = document.createElement("div");
+    item.dataset.event = face.event;
+    item.append(`face #${face.track_id}: `);
+    for (const [outcome, label] of [["correct", "Manipulated — correct"], ["real", "This face is real"]]) {
+      const button = document.createElement("button");
+      button.className = `${outcome} secondary`;
+      button.textContent = label;
+      button.onclick = async () => {
+        try {
+          await api(`/api/events/${encodeURIComponent(face.event)}/review`, { method: "POST", body: JSON.stringify({ outcome }) });
+          item.replaceChildren(`face #${face.track_id}: reviewed as ${outcome === "real" ? "a real face" : "manipulated"}`);
+        } catch (e) { showError(e.message); }
+      };
+      item.append(button, " ");
+    }
+    return item;
+  }));
+}
+
 // Face verdicts arrive on a data channel; it closes when the server ends the connection (e.g. on shutdown, or
 // when the camera is removed), and then `onClosed` runs.
 function listenForFaces(peer, list, onClosed) {
@@ -59,6 +92,7 @@ function listenForFaces(peer, list, onClosed) {
     state.faceMessages += 1;
     state.lastFaces = message.faces;
     renderFaces(list, message.faces);
+    renderReviewBar(list, message.faces);
   };
 }
 
@@ -157,7 +191,10 @@ function showCamera(element, stream) {
   status.className = `status status-${stream.status}`;
   element.querySelector(".fps").textContent = `${stream.fps} fps`;
   element.querySelector(".problem").textContent = problemText(stream);
-  if (stream.status !== "live") renderFaces(element.querySelector("ul"), []);  // a camera down shows no faces
+  if (stream.status !== "live") {  // a camera down shows no faces
+    renderFaces(element.querySelector("ul"), []);
+    renderReviewBar(element.querySelector("ul"), []);
+  }
 }
 
 async function refreshCameras() {

@@ -1,5 +1,6 @@
 """The page's events view in a real browser (headless Chromium) against a real `fakeweb serve` whose model flags
-every face: events appear with their snapshot and crops, and a review from the page is stored."""
+every face: events appear with their snapshot and crops, and a review from the page is stored, from the events
+list or from a live verdict while the camera is watched."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from browser import chromium_missing, open_page
+from browser import camera_element, chromium_missing, open_page, watch_camera
 from clips import ClipTruth
 from live_helpers import save_file_camera
 from polling import wait_for
@@ -35,10 +36,13 @@ def server(
     shutil.copytree(tiny_package, package)
     manifest = dataclasses.replace(ModelPackage.load(package).manifest, threshold=0.01)
     (package / MANIFEST_NAME).write_text(manifest.to_json(), encoding="utf-8")
-    save_file_camera(folder / "data", "door", moving_face_video[0])
+    save_file_camera(folder / "data", CAMERA_NAME, moving_face_video[0])
     with ServerProcess(folder / "data", "--model", str(package), "--device", "cpu") as process:
         yield process
 
+
+CAMERA_NAME = "door"
+CAMERA = "cam-door"  # save_file_camera's id for it
 
 SHOWN = (
     "[...document.querySelectorAll('#event-list .event')].find((e) =>"
@@ -67,3 +71,21 @@ def test_events_show_with_their_pictures_and_a_review_from_the_page_is_stored(se
     assert width > 0 and crops >= 1 and "manipulated" in title
     status, event = server.request("GET", f"/api/events/{event_id}")
     assert status == 200 and event["review"]["outcome"] == "real"
+
+
+async def _review_a_live_verdict(server: ServerProcess) -> str:
+    async with open_page(server.url + "/") as page:
+        await watch_camera(page, CAMERA, timeout=20)
+        button = f"{camera_element(CAMERA)} .review-bar button.correct"
+        await page.wait_for_selector(button, timeout=20_000)
+        event_id = await page.get_attribute(f"{camera_element(CAMERA)} .review-bar > div", "data-event") or ""
+        await page.click(button)
+        done = f"document.querySelector('{camera_element(CAMERA)} .review-bar').textContent.includes('reviewed as')"
+        await page.wait_for_function(done, timeout=10_000)
+        return event_id
+
+
+def test_a_live_verdict_is_reviewed_through_its_open_event(server: ServerProcess) -> None:
+    event_id = asyncio.run(_review_a_live_verdict(server))
+    status, event = server.request("GET", f"/api/events/{event_id}")
+    assert status == 200 and event["review"]["outcome"] == "correct" and event["stream"] == CAMERA
