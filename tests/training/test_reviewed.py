@@ -11,6 +11,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import s3_server
+from s3_server import new_bucket, s3_client
 from skimage import data as skdata
 from test_train import write_layout
 
@@ -19,6 +21,9 @@ from stream.cli import main as fakeweb
 from stream.outputs.event_store import Event, EventStore
 from training import train
 from training.data import read_reviewed
+
+s3_endpoint = s3_server.s3_endpoint  # fixtures
+aws_env = s3_server.aws_env
 
 
 def face(person: int, manipulated: bool) -> np.ndarray:
@@ -76,3 +81,16 @@ def test_reviewed_events_are_exported_and_trained_on(
     assert provenance["reviewed_samples"]["test"] >= 1
     test_metrics = json.dumps(ModelPackage.load(out).manifest.metrics["test"])
     assert "reviewed" in test_metrics  # its held-out part is reported on its own
+
+
+def test_the_export_goes_to_an_s3_prefix_too(
+    tmp_path: Path, s3_endpoint: str, aws_env: dict[str, str]
+) -> None:
+    reviewed_store(tmp_path / "service" / "events")
+    bucket = new_bucket(s3_endpoint)
+    argv = ["events", "export", "--data-dir", str(tmp_path / "service"), "--out", f"s3://{bucket}/reviewed"]
+    assert fakeweb([*argv, "--s3-endpoint-url", s3_endpoint]) == 0
+    listed = s3_client(s3_endpoint).list_objects_v2(Bucket=bucket, Prefix="reviewed/")
+    keys = {item["Key"] for item in listed["Contents"]}
+    assert "reviewed/manifest.json" in keys and len([k for k in keys if k.endswith(".jpg")]) == 12
+    assert {key.split("/")[1] for key in keys if key.endswith(".jpg")} == {"real", "fake"}
