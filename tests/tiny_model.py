@@ -28,3 +28,18 @@ def export_tiny_package(out: Path, seed: int = 0) -> Path:
     model = tf.keras.Model(inputs, tf.keras.layers.Dense(1, activation="sigmoid")(pooled))
     check = np.random.default_rng(seed).uniform(0, 255, (2, TINY_SIZE, TINY_SIZE, 3)).astype(np.float32)
     return export_package(model, out, CropSpec(size=TINY_SIZE), 0.5, "tiny-conv", {}, {}, check).path
+
+
+def with_threshold(package: Path, out: Path, threshold: float) -> Path:
+    """A copy of `package` at `out` whose manifest has `threshold` (0.01: every face "manipulated"; 0.9: the
+    tiny model's ~0.5 is "real")."""
+    import dataclasses
+    import shutil
+
+    from models.manifest import MANIFEST_NAME
+    from models.package import ModelPackage
+
+    shutil.copytree(package, out)
+    manifest = dataclasses.replace(ModelPackage.load(out).manifest, threshold=threshold)
+    (out / MANIFEST_NAME).write_text(manifest.to_json(), encoding="utf-8")
+    return out

@@ -22,11 +22,11 @@ import numpy as np
 import pytest
 from clips import ClipTruth
 from project_paths import ROOT
+from tiny_model import with_threshold
 
 from models.devices import gpu_available
 from models.geometry import Box
 from models.manifest import MANIFEST_NAME
-from models.package import ModelPackage
 from stream.cli import main
 from stream.outputs.sinks import FaceRecord
 from stream.pipeline.scoring import Verdict
@@ -43,11 +43,7 @@ def _restore_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture(scope="module")
 def real_package(tiny_package: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny package with threshold 0.9: its ~0.5 on the synthetic face is then clearly "real"."""
-    folder = tmp_path_factory.mktemp("cli") / "real"
-    shutil.copytree(tiny_package, folder)
-    manifest = dataclasses.replace(ModelPackage.load(folder).manifest, threshold=0.9)
-    (folder / MANIFEST_NAME).write_text(manifest.to_json(), encoding="utf-8")
-    return folder
+    return with_threshold(tiny_package, tmp_path_factory.mktemp("cli") / "real", 0.9)
 
 
 def model_args(package: Path) -> list[str]:

@@ -4,9 +4,7 @@ while events are written loses none that was finished."""
 
 from __future__ import annotations
 
-import dataclasses
 import os
-import shutil
 import signal
 import urllib.request
 from pathlib import Path
@@ -16,8 +14,8 @@ from clips import ClipTruth
 from live_helpers import save_file_camera
 from polling import wait_for
 from server_process import ServerProcess
+from tiny_model import with_threshold
 
-from models.manifest import MANIFEST_NAME
 from models.package import ModelPackage
 
 TOKEN = "events-test-token"
@@ -28,11 +26,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def flagging_package(tiny_package: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny package with threshold 0.01: its ~0.5 on any face is "manipulated"."""
-    folder = tmp_path_factory.mktemp("events") / "flagging"
-    shutil.copytree(tiny_package, folder)
-    manifest = dataclasses.replace(ModelPackage.load(folder).manifest, threshold=0.01)
-    (folder / MANIFEST_NAME).write_text(manifest.to_json(), encoding="utf-8")
-    return folder
+    return with_threshold(tiny_package, tmp_path_factory.mktemp("events") / "flagging", 0.01)
 
 
 def events(server: ServerProcess, query: str = "") -> dict[str, object]:

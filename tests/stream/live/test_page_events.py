@@ -5,8 +5,6 @@ list or from a live verdict while the camera is watched."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,9 +14,7 @@ from clips import ClipTruth
 from live_helpers import save_file_camera
 from polling import wait_for
 from server_process import ServerProcess
-
-from models.manifest import MANIFEST_NAME
-from models.package import ModelPackage
+from tiny_model import with_threshold
 
 pytestmark = [
     pytest.mark.skipif(chromium_missing() is not None, reason=str(chromium_missing())),
@@ -32,10 +28,7 @@ def server(
 ) -> Iterator[ServerProcess]:
     """A file camera and the tiny model at threshold 0.01: every face it sees is "manipulated"."""
     folder = tmp_path_factory.mktemp("page_events")
-    package = folder / "flagging"
-    shutil.copytree(tiny_package, package)
-    manifest = dataclasses.replace(ModelPackage.load(package).manifest, threshold=0.01)
-    (package / MANIFEST_NAME).write_text(manifest.to_json(), encoding="utf-8")
+    package = with_threshold(tiny_package, folder / "flagging", 0.01)
     save_file_camera(folder / "data", CAMERA_NAME, moving_face_video[0])
     with ServerProcess(folder / "data", "--model", str(package), "--device", "cpu") as process:
         yield process
