@@ -303,12 +303,12 @@ class LiveService:
         while True:
             await asyncio.sleep(self.config.camera_poll_seconds)
             try:
-                changed = await asyncio.to_thread(self.cameras.reload)
+                await asyncio.to_thread(self.cameras.reload)
             except CameraConfigError as exc:
                 logger.warning("camera list not re-read, keeping the cameras running: %s", exc)
                 continue
-            if changed:
-                await self._reconcile_cameras()
+            # Every time, not only when this re-read saw a change: a request may have re-read it meanwhile.
+            await self._reconcile_cameras()
 
     async def _reconcile_cameras(self) -> None:
         listed = {
@@ -323,8 +323,16 @@ class LiveService:
             self._start_camera(listed[camera_id], configured=True)
 
     def _elsewhere(self, stream_id: str) -> Elsewhere | None:
-        """Where a camera of the shared list that another replica runs is reached; None for any other id."""
-        if stream_id in self.streams or self.cameras.get(stream_id) is None or self.shard.owns(stream_id):
+        """Where a camera of the shared list that another replica runs is reached; None for any other id.
+        An id this replica does not know yet re-reads the list first: another replica may have just added it."""
+        if stream_id in self.streams or self.shard.replicas == 1:
+            return None
+        if self.cameras.get(stream_id) is None:
+            try:
+                self.cameras.reload()  # a stat, and a small read when the file changed
+            except CameraConfigError:
+                return None
+        if self.cameras.get(stream_id) is None or self.shard.owns(stream_id):
             return None
         replica = self.shard.owner(stream_id)
         return Elsewhere(stream_id, replica, self.shard.url_of(replica))
@@ -450,7 +458,11 @@ class LiveService:
 
     # -- cameras -----------------------------------------------------------------------------------------------
     def _start_camera(self, camera: Camera, configured: bool = False) -> LiveStream:
-        """Start a camera's stream; a `configured` camera (saved, or its slot reserved) skips the limit."""
+        """Start a camera's stream; a `configured` camera (saved, or its slot reserved) skips the limit. A camera
+        already running (the list's re-read started it while its addition was being saved) stays as it is."""
+        running = self.streams.get(camera.camera_id)
+        if running is not None:
+            return running
         stream = self._create_stream(camera.camera_id, "camera", camera.name, camera, limit=not configured)
         config = self.config
         stream.route.read_camera(

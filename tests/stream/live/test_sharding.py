@@ -5,6 +5,7 @@ over one camera list of real RTSP test cameras.
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import json
 import socket
@@ -15,15 +16,18 @@ from pathlib import Path
 
 import pytest
 from clips import ClipTruth
-from live_helpers import rtsp_server
+from live_helpers import rtsp_server, until
 from polling import wait_for
+from route_helpers import shipped_classifier
 from rtsp_server import RtspTestServer
 from server_process import ServerProcess
 
 from stream.config import ConfigError, ServiceConfig
 from stream.live.cameras import Camera, CameraList
-from stream.live.service import ice_configuration
+from stream.live.reload import ModelHolder
+from stream.live.service import LiveService, NotFound, ice_configuration
 from stream.live.sharding import Shard, owner
+from stream.outputs.metrics import Metrics
 
 IDS = [f"cam-{n:04d}" for n in range(3000)]
 
@@ -230,3 +234,36 @@ def test_three_replicas_run_each_camera_once_answer_for_all_and_scaling_down_mov
         moved = {c for c in ids if owner(c, 3) != owner(c, 2)}
         assert moved == expected[2]
         assert all(set(local_cameras(smaller[index])) >= expected[index] for index in range(2))
+
+
+async def _start_after_a_request_read_the_list_first(
+    service: LiveService, other: CameraList, camera: Camera
+) -> bool:
+    await service.start()
+    try:
+        other.add(camera)  # "another replica" adds a camera this one owns
+        with pytest.raises(NotFound):
+            service.describe(camera.camera_id)  # this request re-reads the list before the poll does
+        await until(lambda: camera.camera_id in service.streams, 5, "the camera started by the next re-read")
+        return True
+    finally:
+        await service.close()
+
+
+def test_a_camera_a_request_learned_of_first_is_still_started(
+    tmp_path: Path, moving_face_video: tuple[Path, ClipTruth]
+) -> None:
+    shared = tmp_path / "shared" / "cameras.json"
+    camera_id = next(c for c in (f"cam-own-{n}" for n in range(100)) if owner(c, 2) == 0)
+    config = ServiceConfig(
+        data_dir=tmp_path / "data",
+        pin_threads="off",
+        replicas=2,
+        replica_id=0,
+        replica_url="http://127.0.0.1:1{replica}",
+        camera_list=str(shared),
+        camera_poll_seconds=0.3,
+    )
+    service = LiveService(config, ModelHolder(shipped_classifier()), Metrics(), CameraList(shared))
+    camera = Camera(camera_id, "own", f"file://{moving_face_video[0]}")
+    assert asyncio.run(_start_after_a_request_read_the_list_first(service, CameraList(shared), camera))
