@@ -1,5 +1,5 @@
-"""The events API: list (filters, pages), one event, its pictures, delete. Behind the token like all of /api/:
-these are pictures of people's faces."""
+"""The events API: list (filters, pages), one event, its pictures, an operator's review, delete. Behind the token
+like all of /api/: these are pictures of people's faces."""
 
 from __future__ import annotations
 
