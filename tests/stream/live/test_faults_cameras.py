@@ -308,8 +308,8 @@ def big_camera(
 def test_overload_drops_frames_keeps_latency_bounded_and_recovers(
     server: ServerProcess, cameras: tuple[str, str], big_camera: RtspTestServer
 ) -> None:
-    """A 720p30 camera is watched alone, then seven more join (next to A and B): more than twice what the
-    pipelines can process. Frames are dropped and counted (for overload those replaced while their worker
+    """A 720p30 camera is watched alone, then seven more join (next to A and B): well beyond what the pipelines
+    can process. Frames are dropped and counted (for overload those replaced while their worker
     waited for a processing permit), the latency of what is shown stays bounded and the API answers at once;
     when the seven go, the first is served as well as before."""
     heavy = [add_camera(server, "hd0", big_camera.url)]
@@ -399,7 +399,9 @@ def test_overload_drops_frames_keeps_latency_bounded_and_recovers(
             server.request("DELETE", f"/api/streams/{camera_id}")
     print(f"overload: alone {alone}, loaded {loaded}, relieved {relieved}")
 
-    assert loaded["received"] >= 2 * loaded["processed"], f"not overloaded: {loaded}"
+    # Overloaded: a third or more of what arrives cannot be processed (about half on this 2-core machine since
+    # the models run on LiteRT; a stricter "twice" sat at the edge of the machine's speed).
+    assert loaded["received"] >= 1.5 * loaded["processed"], f"not overloaded: {loaded}"
     counts = [(c["frames_received"], c["frames_processed"], c["frames_dropped"]) for c in loaded["totals"]]
     assert all(dropped > 0.25 * received for received, _, dropped in counts), counts  # every camera drops
     # ...also while its worker waits for a permit: more streams than permits is overload, not a slow stream
