@@ -15,6 +15,7 @@ import json
 import logging
 import threading
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -67,7 +68,7 @@ class MqttStats:
 class MqttNotifier:
     """Publishes availability and event changes to the broker of `settings`; `start`, then `on_event` per change."""
 
-    def __init__(self, settings: MqttSettings, describe: Any = None) -> None:
+    def __init__(self, settings: MqttSettings, describe: Callable[[Event], Any] | None = None) -> None:
         self.settings = settings
         self.stats = MqttStats()
         self._describe = describe or (lambda event: event.to_json())
