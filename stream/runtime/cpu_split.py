@@ -112,8 +112,8 @@ class RoleClock:
         return RoleLoad(
             busy={name: (now[1][name] - then[1][name]) / seconds for name in ROLES},
             waiting={name: (now[2][name] - then[2][name]) / seconds for name in ROLES},
-            cpus_busy={
-                name: (now[3][name] - then[3][name]) / (seconds * len(self.split.cpus(name)))
+            cpus_busy={  # /proc/stat counts in 10 ms ticks: over a short span the share can pass 1 by a tick
+                name: min(1.0, (now[3][name] - then[3][name]) / (seconds * len(self.split.cpus(name))))
                 for name in ROLES
             },
         )
