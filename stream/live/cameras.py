@@ -18,7 +18,6 @@ import ipaddress
 import json
 import os
 import re
-import tempfile
 import threading
 import uuid
 from collections.abc import Iterator
@@ -28,6 +27,7 @@ from pathlib import Path
 from urllib.parse import SplitResult, urlsplit
 
 from models.errors import FakewebError
+from stream.runtime.files import write_atomically
 from stream.sources.rtsp import redact_url
 
 MAX_NAME_LENGTH = 80
@@ -217,29 +217,11 @@ class CameraList:
 
     def _write(self, cameras: dict[str, Camera]) -> None:
         try:
-            self._replace_file(cameras)
+            payload = json.dumps({"cameras": [asdict(c) for c in cameras.values()]}, indent=2) + "\n"
+            write_atomically(self.path, payload.encode())
         except OSError as exc:
             raise CameraStorageError(f"cannot save the camera list: {exc.strerror or exc}") from exc
         self._cameras, self._signature = cameras, self._file_signature()
-
-    def _replace_file(self, cameras: dict[str, Camera]) -> None:
-        payload = json.dumps({"cameras": [asdict(c) for c in cameras.values()]}, indent=2) + "\n"
-        descriptor, temp_name = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=self.path.parent)
-        try:
-            with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-                handle.write(payload)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.chmod(temp_name, 0o600)
-            os.replace(temp_name, self.path)
-        except BaseException:
-            Path(temp_name).unlink(missing_ok=True)
-            raise
-        directory = os.open(self.path.parent, os.O_RDONLY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
 
     def all(self) -> list[Camera]:
         with self._lock:

@@ -4,7 +4,7 @@
     events/<event id>/snapshot.jpg the annotated frame when the event opened
     events/<event id>/crop-<n>.jpg the faces the model judged, best first, when the event closed
 
-Every file is written to a temp file, fsynced and renamed over its name, so an event written before a crash
+Every file is written atomically (`stream.runtime.files.write_atomically`), so an event written before a crash
 (even SIGKILL) is whole after the restart; events the crash left open are marked `interrupted` when the store
 opens. Writes run on the store's own thread behind a bounded queue: a slow or full disk costs events, counted
 and logged, never a frame. Retention keeps at most `max_count` events, none older than `max_age_days` and
@@ -15,10 +15,8 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import queue
 import shutil
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -28,6 +26,8 @@ from typing import Any
 
 import cv2
 import numpy as np
+
+from stream.runtime.files import write_atomically
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +74,12 @@ class Event:
         return Event(**{**data, "crops": tuple(data.get("crops", ()))})
 
 
+def change_message(event: Event, describe: Callable[[Event], Any]) -> str:
+    """The notification of an event's change (MQTT and webhook alike): `{"type": "new" | "end", "event": ...}`,
+    "new" while it is open; `describe` gives the event's JSON."""
+    return json.dumps({"type": "new" if event.status == "open" else "end", "event": describe(event)})
+
+
 @dataclass(frozen=True)
 class Retention:
     max_count: int = 1000
@@ -98,25 +104,6 @@ class _Write:
     event: Event
     snapshot: np.ndarray | None = None
     crops: tuple[np.ndarray, ...] = field(default_factory=tuple)
-
-
-def write_atomically(path: Path, payload: bytes) -> None:
-    """`payload` as the whole of `path`, or `path` unchanged: temp file, fsync, rename, fsync of the folder."""
-    descriptor, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            handle.write(payload)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
-    folder = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(folder)
-    finally:
-        os.close(folder)
 
 
 def jpeg(image_rgb: np.ndarray) -> bytes:
@@ -216,10 +203,7 @@ class EventStore:
                 return None
             event = replace(event, review={"outcome": outcome, "note": note, "reviewed_at": self._clock()})
             self._events[event_id] = event
-        try:
-            self._queue.put_nowait(_Write(event))
-        except queue.Full:
-            self.stats.dropped += 1
+        self._enqueue(_Write(event))
         return event
 
     def delete(self, event_id: str) -> bool:
@@ -258,15 +242,19 @@ class EventStore:
                 listener(event)
             except Exception:
                 logger.exception("event listener failed on %s", event.event_id)
+        self._enqueue(_Write(event, snapshot, tuple(crops)))
+
+    def _enqueue(self, write: _Write) -> None:
+        """Hand `write` to the writer thread, or drop it (counted, logged) when the writer is behind."""
         try:
-            self._queue.put_nowait(_Write(event, snapshot, tuple(crops)))
+            self._queue.put_nowait(write)
         except queue.Full:
             self.stats.dropped += 1
             if self._on_failure is not None:
                 self._on_failure()
             logger.warning(
                 "event %s not written: the event writer is behind (%d dropped)",
-                event.event_id,
+                write.event.event_id,
                 self.stats.dropped,
             )
 
