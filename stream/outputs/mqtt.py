@@ -11,7 +11,6 @@ counted while the broker is away): the workers never wait for the broker.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import uuid
@@ -22,7 +21,7 @@ from urllib.parse import unquote, urlsplit
 
 import paho.mqtt.client as mqtt
 
-from stream.outputs.event_store import Event
+from stream.outputs.event_store import Event, change_message
 from stream.sources.rtsp import redact_url
 
 logger = logging.getLogger(__name__)
@@ -108,8 +107,7 @@ class MqttNotifier:
 
     def on_event(self, event: Event) -> None:
         """Any thread: queue the event's change ("new" when it opens, "end" when it closes)."""
-        kind = "new" if event.status == "open" else "end"
-        payload = json.dumps({"type": kind, "event": self._describe(event)})
+        payload = change_message(event, self._describe)
         info = self._client.publish(self.settings.events_topic, payload, qos=1)
         if info.rc == mqtt.MQTT_ERR_QUEUE_SIZE:
             self.stats.dropped += 1

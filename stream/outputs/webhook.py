@@ -9,7 +9,6 @@ other than 429 are not retried. Nothing here waits on a stream's worker.
 
 from __future__ import annotations
 
-import json
 import logging
 import queue
 import threading
@@ -19,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from stream.outputs.event_store import Event
+from stream.outputs.event_store import Event, change_message
 from stream.sources.rtsp import redact_url
 
 logger = logging.getLogger(__name__)
@@ -71,8 +70,7 @@ class WebhookNotifier:
             self._thread.join()
 
     def on_event(self, event: Event) -> None:
-        kind = "new" if event.status == "open" else "end"
-        payload = json.dumps({"type": kind, "event": self._describe(event)}).encode()
+        payload = change_message(event, self._describe).encode()
         try:
             self._queue.put_nowait(payload)
         except queue.Full:
