@@ -6,7 +6,6 @@ as tests/test_images.py runs it; the time is from starting the process to the fi
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import time
@@ -15,12 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from image_rootfs import ImageRootfs, podman
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+from rtsp_server import free_port
 
 
 def seconds_to_ready(rootfs: ImageRootfs) -> float:
