@@ -9,7 +9,8 @@ fakes alike are degraded (compression, scaling, blur, noise, colour casts) with 
 Validation and test get fixed synthetic fakes of their own reals (swap donors from the same split). The epoch
 with the best validation AUC is kept, calibrated (Platt scaling on validation, folded into the model), its
 threshold set for `--false-alarm-rate` on validation reals, and it is evaluated once on the held-out test split
-before export.
+before export. With `--mirror-average`, all of that is done on the model that averages each crop's score with
+its mirror image's (`training.mirror`).
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from training.checkpoints import (
 from training.crop_cache import default_cache_dir
 from training.data import FRAMES_PER_VIDEO, REAL, REVIEWED
 from training.export import export_package
+from training.mirror import mirror_averaged
 from training.monitor import SyntheticExamples
 from training.pipeline import (
     AUGMENTATION,
@@ -140,6 +142,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=0.0,
         metavar="P",
         help="probability that a crop (real or fake) is degraded: compression, scaling, blur, noise, colour",
+    )
+    parser.add_argument(
+        "--mirror-average",
+        action="store_true",
+        help="export a model that averages each crop's score with its mirror image's (two backbone passes "
+        "per crop); calibration, threshold and test metrics are measured on it",
     )
     parser.add_argument(
         "--false-alarm-rate",
@@ -315,6 +323,8 @@ def run(args: argparse.Namespace, command: str | None = None) -> int:
         return 0
     model = float32_copy(model)
     model.set_weights(snapshot.weights())
+    if args.mirror_average:
+        model = mirror_averaged(model)
 
     platt, threshold = calibrate(model, data, args.false_alarm_rate)
     metrics = assess(model, data, threshold, args.degrade, args.seed)
