@@ -5,7 +5,8 @@ score; a trained one does not quite, and averaging the two views removes that va
 the backbone's pooled features, before the linear head, which makes the result the mean of the two logits. The
 head stays the model's last layer (`probability`), so Platt scaling still folds into it
 (`training.calibration.fold_into_model`), and the exported TFLite and SavedModel carry the averaging inside:
-serving needs no change, and each crop costs two backbone passes.
+serving needs no change, and each crop costs two backbone passes (why the shipped CPU model does without it:
+models/default/MODEL_CARD.md, "mirror averaging").
 """
 
 from __future__ import annotations
@@ -14,9 +15,8 @@ import tensorflow as tf
 
 from training.calibration import OUTPUT_LAYER
 
-HEAD_INPUT_LAYER = (
-    "head_dropout"  # the layer between the pooled features and the head (architectures.build_model)
-)
+# The layer between the pooled features and the head in `training.architectures.build_model`.
+HEAD_INPUT_LAYER = "head_dropout"
 WIDTH_AXIS = 2
 
 
