@@ -113,7 +113,8 @@ class FrameResult:
     faces: list[FaceResult]
     times: StageTimes
     crops: dict[int, np.ndarray] = field(default_factory=dict)
-    """The face crops classified in this frame, by track id, as the model saw them (before any drawing)."""
+    """The face crops classified in this frame, by track id, as cut for the model (before any drawing; on every
+    other sample of a track the model saw their mirror image)."""
 
 
 class StreamPipeline:
@@ -163,8 +164,15 @@ class StreamPipeline:
         if due:
             with times.measure("crop"):
                 crops = np.stack([crop_face(image, track.box, self.config.crop) for track in due])
+            # Every other sample of a track is its mirror image: the EMA then averages both views at no cost.
+            views = np.stack(
+                [
+                    crop[:, ::-1] if self._scorer.get(track.track_id).samples % 2 else crop
+                    for crop, track in zip(crops, due, strict=True)
+                ]
+            )
             with times.measure("classify"):
-                probabilities = self._classify(crops)
+                probabilities = self._classify(views)
             # A model swapped while these crops were classified may have scored them: drop the samples, and
             # the next frame starts the scores afresh under the new model's settings.
             if self._scoring is None or self._scoring() == self._scorer.config:

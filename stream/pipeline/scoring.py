@@ -4,7 +4,9 @@ A live stream is almost always real faces, so a verdict needs evidence, and what
 itself. The policy, for a model whose manifest gives the decision threshold t (for calibrated models, chosen on
 validation reals for a stated false-alarm rate, in the space of the model's calibrated output):
 
-- Each track is classified every `classify_every` frames; its samples are smoothed with an EMA (`ema_alpha`).
+- Each track is classified every `classify_every` frames, every other time on the mirror image of its crop (the
+  pipeline does this: a face and its mirror image are equally real, and the EMA then averages both views); its
+  samples are smoothed with an EMA (`ema_alpha`).
   The smoothed probability is the score: the verdict is decided on it, and it is the number shown (overlay
   label, web page, API, results file). A raw sample is never shown.
 - UNKNOWN, with no score shown, until the track has `min_samples` samples.

@@ -165,6 +165,24 @@ def test_due_faces_are_cropped_at_their_track_box_and_classified_every_k_frames(
         assert {"detect", "track", "mesh", "draw"} <= set(result.times.seconds)
 
 
+def test_every_other_sample_of_a_track_is_its_mirror_image(moving_face_video: tuple[Path, ClipTruth]) -> None:
+    """The classifier sees a track's crop, then the next one mirrored, in turn (the EMA averages both views);
+    the frame result keeps each crop as cut."""
+    path, _ = moving_face_video
+    frames = decoded(path)[:21]
+    images = [frame.image.copy() for frame in frames]  # the pipeline draws on the frames
+    classify = RecordingClassifier()
+    results = run_pipeline(frames, classify, scoring=ScoringConfig(threshold=0.5, classify_every=10))
+
+    assert [len(batch) for batch in classify.batches] == [1, 1, 1]
+    for batch, index, mirrored in zip(classify.batches, (0, 10, 20), (False, True, False), strict=True):
+        (face,) = results[index].faces
+        cut = crop_face(images[index], face.box, SPEC)
+        assert not np.array_equal(cut, cut[:, ::-1])  # otherwise the test could not tell the views apart
+        np.testing.assert_array_equal(batch[0], cut[:, ::-1] if mirrored else cut)
+        np.testing.assert_array_equal(results[index].crops[face.track_id], cut)
+
+
 class SequenceClassifier:
     """A `ClassifyFn` answering the given probabilities in turn, one per crop; `on_call` runs before answering."""
 
