@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import aioice.ice
+import OpenSSL.SSL
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
@@ -91,20 +92,28 @@ def quiet_malformed_requests() -> None:
 
 
 PEER_SETUP_TASK = "RTCPeerConnection.__connect"
+SCTP_TASK_PREFIX = "RTCSctpTransport."
+SCTP_SHUTDOWN_ERRORS = (ConnectionError, OpenSSL.SSL.Error)
 
 
 def quiet_peer_setup_errors(loop: asyncio.AbstractEventLoop) -> None:
-    """aiortc sets up a connection in a task of its own; a malformed offer (already refused with 400 and
-    counted as `bad_offer`) can make that task fail, which asyncio would log as an ERROR with a traceback.
-    Log those as one DEBUG line; every other unhandled error keeps the default handling."""
+    """Log as one DEBUG line, not as an ERROR with a traceback, what aiortc's own tasks raise when a peer goes:
+    - a connection setup task failing on a malformed offer (already refused with 400 and counted as
+      `bad_offer`);
+    - an SCTP transport task still sending while the DTLS transport beneath it shuts down (a known aiortc race,
+      aiortc/aiortc#1040: "Cannot send encrypted data, not connected" or OpenSSL's "protocol is shutdown").
+    Every other unhandled error keeps the default handling."""
     previous = loop.get_exception_handler()
 
     def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
         future = context.get("future")
         coroutine = future.get_coro() if isinstance(future, asyncio.Task) else None
+        task = getattr(coroutine, "__qualname__", "")
         error = context.get("exception")
-        if getattr(coroutine, "__qualname__", "") == PEER_SETUP_TASK and isinstance(error, Exception):
+        if task == PEER_SETUP_TASK and isinstance(error, Exception):
             logger.debug("a WebRTC connection setup failed: %s: %s", type(error).__name__, error)
+        elif task.startswith(SCTP_TASK_PREFIX) and isinstance(error, SCTP_SHUTDOWN_ERRORS):
+            logger.debug("a closing peer's data channel stopped sending: %s: %s", type(error).__name__, error)
         elif previous is not None:
             previous(loop, context)
         else:
