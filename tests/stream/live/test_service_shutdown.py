@@ -35,8 +35,19 @@ rtsp_camera = live_helpers.rtsp_camera  # fixtures
 fake_camera = live_helpers.fake_camera
 
 
-def service_threads() -> list[str]:
-    return [t.name for t in threading.enumerate() if t.is_alive() and t.name.startswith(SERVICE_THREADS)]
+@pytest.fixture
+def earlier_threads() -> set[threading.Thread]:
+    """The threads alive before the test: one another test left behind is not this test's service's."""
+    return set(threading.enumerate())
+
+
+def service_threads(earlier: set[threading.Thread]) -> list[str]:
+    """Names of the service threads alive now, except those in `earlier`."""
+    return [
+        t.name
+        for t in threading.enumerate()
+        if t.is_alive() and t.name.startswith(SERVICE_THREADS) and t not in earlier
+    ]
 
 
 # A real process, a real browser, SIGTERM.
@@ -137,7 +148,7 @@ def in_process_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Servic
 
 
 def test_shutdown_closes_every_peer_and_joins_every_thread(
-    in_process_config: ServiceConfig, rtsp_camera: RtspTestServer
+    in_process_config: ServiceConfig, rtsp_camera: RtspTestServer, earlier_threads: set[threading.Thread]
 ) -> None:
     async def scenario() -> dict[str, Any]:
         sender, viewer = Client(FaceTrack()), Client()
@@ -157,7 +168,7 @@ def test_shutdown_closes_every_peer_and_joins_every_thread(
                 assert service.describe(camera_id)["viewers"] == 1 and browser.describe()["viewers"] == 1
                 server_peers = set(service.peers)
                 assert len(server_peers) == 2
-                assert service_threads(), "the service's threads run while it serves"
+                assert service_threads(earlier_threads), "the service's threads run while it serves"
             await until(
                 lambda: sender.channel.readyState == viewer.channel.readyState == "closed",
                 5,
@@ -167,14 +178,15 @@ def test_shutdown_closes_every_peer_and_joins_every_thread(
                 "service": service,
                 "server_peers": [peer.connectionState for peer in server_peers],
                 "viewer_sizes": viewer.sizes,
-                "threads": service_threads(),  # before the loop ends: nothing may be left to asyncio.run
+                # Before the loop ends: nothing may be left to asyncio.run.
+                "threads": service_threads(earlier_threads),
             }
         finally:
             await asyncio.gather(sender.close(), viewer.close())
 
     outcome = asyncio.run(scenario())
     service = outcome["service"]
-    assert outcome["threads"] == [] and service_threads() == []
+    assert outcome["threads"] == [] and service_threads(earlier_threads) == []
     assert outcome["server_peers"] == ["closed", "closed"]
     assert service.peers == set() and service.streams == {}
     assert not service.batcher.running
@@ -182,7 +194,7 @@ def test_shutdown_closes_every_peer_and_joins_every_thread(
 
 
 def test_removing_a_watched_camera_closes_its_viewers(
-    in_process_config: ServiceConfig, rtsp_camera: RtspTestServer
+    in_process_config: ServiceConfig, rtsp_camera: RtspTestServer, earlier_threads: set[threading.Thread]
 ) -> None:
     async def scenario() -> None:
         viewer = Client()
@@ -195,7 +207,7 @@ def test_removing_a_watched_camera_closes_its_viewers(
                 (peer,) = service.peers
                 await json_request(http, "DELETE", f"/api/streams/{camera_id}")
                 assert peer.connectionState == "closed" and service.peers == set()
-                assert not [name for name in service_threads() if name.endswith(camera_id)]
+                assert not [name for name in service_threads(earlier_threads) if name.endswith(camera_id)]
                 await until(lambda: viewer.channel.readyState == "closed", 5, "the viewer's channel closed")
 
                 async def no_viewers_metric() -> bool:
@@ -207,4 +219,4 @@ def test_removing_a_watched_camera_closes_its_viewers(
             await viewer.close()
 
     asyncio.run(scenario())
-    assert service_threads() == []
+    assert service_threads(earlier_threads) == []
