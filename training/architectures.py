@@ -22,6 +22,7 @@ from training.backbones.mobilenet_v2 import mobilenet_v2
 # steps. Pretrained backbones keep their ported moving statistics as the starting point.
 BATCH_NORM_MOMENTUM = 0.9
 HEAD_DROPOUT = 0.2
+HEAD_DROPOUT_LAYER = "head_dropout"  # between the pooled features and the head (training.mirror reads it)
 
 
 def _mobilenet_v3_small(inputs: tf.Tensor) -> tf.keras.Model:
@@ -69,6 +70,6 @@ def build_model(name: str, input_size: int) -> tf.keras.Model:
     for layer in backbone.layers:
         if isinstance(layer, tf.keras.layers.BatchNormalization):
             layer.momentum = BATCH_NORM_MOMENTUM
-    features = tf.keras.layers.Dropout(HEAD_DROPOUT, name="head_dropout")(backbone.output)
+    features = tf.keras.layers.Dropout(HEAD_DROPOUT, name=HEAD_DROPOUT_LAYER)(backbone.output)
     outputs = tf.keras.layers.Dense(1, activation="sigmoid", name="probability")(features)
     return tf.keras.Model(inputs, outputs, name=name)

@@ -13,10 +13,9 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from training.architectures import HEAD_DROPOUT_LAYER
 from training.calibration import OUTPUT_LAYER
 
-# The layer between the pooled features and the head in `training.architectures.build_model`.
-HEAD_INPUT_LAYER = "head_dropout"
 WIDTH_AXIS = 2
 
 
@@ -26,7 +25,7 @@ def mirror_averaged(model: tf.keras.Model) -> tf.keras.Model:
     `model` must be built by `training.architectures.build_model` (pooled features -> dropout -> `probability`).
     """
     head = model.get_layer(OUTPUT_LAYER)
-    features = tf.keras.Model(model.input, model.get_layer(HEAD_INPUT_LAYER).input, name="features")
+    features = tf.keras.Model(model.input, model.get_layer(HEAD_DROPOUT_LAYER).input, name="features")
     crops = tf.keras.Input(shape=model.input_shape[1:], dtype=tf.float32, name="crops")
     mirrored = tf.keras.layers.Lambda(lambda x: tf.reverse(x, axis=[WIDTH_AXIS]), name="mirror")(crops)
     averaged = tf.keras.layers.Average(name="mirror_average")([features(crops), features(mirrored)])

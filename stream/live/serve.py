@@ -96,7 +96,7 @@ SCTP_TASK_PREFIX = "RTCSctpTransport."
 SCTP_SHUTDOWN_ERRORS = (ConnectionError, OpenSSL.SSL.Error)
 
 
-def quiet_peer_setup_errors(loop: asyncio.AbstractEventLoop) -> None:
+def quiet_aiortc_task_errors(loop: asyncio.AbstractEventLoop) -> None:
     """Log as one DEBUG line, not as an ERROR with a traceback, what aiortc's own tasks raise when a peer goes:
     - a connection setup task failing on a malformed offer (already refused with 400 and counted as
       `bad_offer`);
@@ -154,7 +154,7 @@ async def serving(config: ServiceConfig) -> AsyncIterator[RunningService]:
     if config.loopback_ice:
         use_loopback_ice()
     quiet_malformed_requests()
-    quiet_peer_setup_errors(asyncio.get_running_loop())
+    quiet_aiortc_task_errors(asyncio.get_running_loop())
     make_data_dir(config.data_dir)  # before a store model's download creates it with the default mode
     metrics = Metrics()
     loaded = await asyncio.to_thread(load_model, config, metrics)

@@ -164,13 +164,13 @@ class StreamPipeline:
         if due:
             with times.measure("crop"):
                 crops = np.stack([crop_face(image, track.box, self.config.crop) for track in due])
-            # Every other sample of a track is its mirror image: the EMA then averages both views at no cost.
-            views = np.stack(
-                [
-                    crop[:, ::-1] if self._scorer.get(track.track_id).samples % 2 else crop
-                    for crop, track in zip(crops, due, strict=True)
-                ]
-            )
+                # Every other sample of a track is its mirror image: the EMA then averages both views at no cost.
+                views = np.stack(
+                    [
+                        crop[:, ::-1] if self._scorer.get(track.track_id).samples % 2 else crop
+                        for crop, track in zip(crops, due, strict=True)
+                    ]
+                )
             with times.measure("classify"):
                 probabilities = self._classify(views)
             # A model swapped while these crops were classified may have scored them: drop the samples, and

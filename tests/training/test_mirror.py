@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from training.architectures import DEFAULT_ARCHITECTURE, build_model
+from training.architectures import DEFAULT_ARCHITECTURE, HEAD_DROPOUT_LAYER, build_model
 from training.calibration import OUTPUT_LAYER, Platt, fold_into_model
 from training.mirror import mirror_averaged
 
@@ -23,7 +23,7 @@ def _asymmetric_model() -> tf.keras.Model:
     features = tf.keras.layers.GlobalAveragePooling2D()(
         tf.keras.layers.Conv2D(8, 3, strides=2)(crops / 255.0)
     )
-    features = tf.keras.layers.Dropout(0.2, name="head_dropout")(features)
+    features = tf.keras.layers.Dropout(0.2, name=HEAD_DROPOUT_LAYER)(features)
     probability = tf.keras.layers.Dense(1, activation="sigmoid", name=OUTPUT_LAYER)(features)
     return tf.keras.Model(crops, probability)
 

@@ -11,7 +11,7 @@ from typing import Any
 import OpenSSL.SSL
 import pytest
 
-from stream.live.serve import quiet_peer_setup_errors
+from stream.live.serve import quiet_aiortc_task_errors
 
 
 class RTCSctpTransport:
@@ -30,7 +30,7 @@ async def _report_unretrieved(
 ) -> None:
     """Run a task that fails and report it as asyncio does for an exception nobody retrieved."""
     loop = asyncio.get_running_loop()
-    quiet_peer_setup_errors(loop)
+    quiet_aiortc_task_errors(loop)
     task = loop.create_task(make_coroutine(error))
     await asyncio.wait([task])
     loop.call_exception_handler(
